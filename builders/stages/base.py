@@ -1,0 +1,58 @@
+"""What a stage is: a named, picklable object with a pure ``process(row)`` over one unit of work.
+
+The executor owns everything around it (skip finished units, record errors, write markers, progress), so the
+local and Ray executors run the same stage code unchanged.
+
+A stage declares:
+
+- ``name``: used for ``_state/<name>/`` markers, logs and the ``stage`` column of errors;
+- ``requires``: the columns it reads from an input row (checked before any unit starts);
+- ``setup()``: checks binaries/libraries once per worker, raising ``ToolMissing`` with how to fix it;
+- ``unit_id(row)``: a stable id (never a position in a list);
+- ``fingerprint(row)``: a hash of everything the unit's output depends on; a changed fingerprint redoes the unit;
+- ``process(row) -> UnitResult``: output rows, files written (for resume checks) and error rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from corpus.errors import ErrorRow
+
+
+@dataclass
+class UnitResult:
+    """What one unit produced: rows for the stage table, files it wrote (relative to the build dir), errors."""
+
+    rows: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    cacheable: bool = True  # False when an error may go away on retry (network): no done marker is written
+
+
+class Stage:
+    """Base class of per-unit stages; subclasses implement ``process`` (and usually ``fingerprint``)."""
+
+    name: ClassVar[str] = "stage"
+    requires: ClassVar[tuple[str, ...]] = ("video_id",)
+
+    def setup(self) -> None:
+        """Check tools once per worker process."""
+
+    def unit_id(self, row: dict) -> str:
+        return row["video_id"]
+
+    def fingerprint(self, row: dict) -> str:
+        return stable_hash(row)
+
+    def process(self, row: dict) -> UnitResult:
+        raise NotImplementedError
+
+
+def stable_hash(*parts: Any) -> str:
+    """Short sha256 of JSON-serialisable parts (sorted keys), for fingerprints."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
