@@ -1,0 +1,28 @@
+"""Source adapters: one module per dataset, each exporting ``parse(root) -> ParsedAnnotations``.
+
+Collected explicitly here; importing a module never registers anything.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from corpus.sources import cataract101, cholec80, cholect50, jigsaws, m2cai16, multibypass140, psiava
+
+ADAPTERS: dict[str, ModuleType] = {
+    "cholec80": cholec80,
+    "m2cai16-workflow": m2cai16,
+    "cholect50": cholect50,
+    "multibypass140": multibypass140,
+    "cataract-101": cataract101,
+    "jigsaws": jigsaws,
+    "psi-ava": psiava,
+}
+
+
+def adapter(name: str) -> ModuleType:
+    """The adapter module for a source name, or a ``KeyError`` listing the known ones."""
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise KeyError(f"no adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None

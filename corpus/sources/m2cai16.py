@@ -1,0 +1,44 @@
+"""M2CAI16-workflow: 41 cholecystectomies at 25 fps (27 train, 14 test), one phase per frame.
+
+Native files: ``train_dataset/workflow_video_NN.txt`` and ``test_dataset/test_workflow_video_NN.txt``, header
+``Frame<TAB>Phase``, 0-based frame index, one of 8 phase names (official README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corpus.annotations import ParsedAnnotations, concat
+from corpus.ids import video_id
+from corpus.sources._common import find
+from corpus.sources.cholec80 import parse_phase_file
+
+SOURCE = "m2cai16-workflow"
+FPS = 25.0
+PHASES = (
+    "TrocarPlacement",
+    "Preparation",
+    "CalotTriangleDissection",
+    "ClippingCutting",
+    "GallbladderDissection",
+    "GallbladderPackaging",
+    "CleaningCoagulation",
+    "GallbladderRetraction",
+)
+
+
+def parse(root: Path) -> ParsedAnnotations:
+    """Every ``*workflow_video_NN.txt`` under ``root``; the native id keeps its subset folder."""
+    root = Path(root)
+    files = [f for f in find(root, "**/*workflow_video_[0-9][0-9].txt") if "timestamp" not in f.name]
+    parts = []
+    for f in files:
+        p = parse_phase_file(f, SOURCE, PHASES)
+        native = f"{f.parent.name}/{f.stem}" if f.parent != root else f.stem
+        vid = video_id(SOURCE, native)
+        for rows in (p.segments, p.frame_labels, p.videos):
+            for r in rows:
+                r["video_id"] = vid
+        p.videos[0]["native_id"] = native
+        parts.append(p)
+    return concat(parts, SOURCE)
