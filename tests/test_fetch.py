@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builders.stages.cas import cache_path
+from builders.stages.cas import cache_path, part_path
 from builders.stages.fetch import Fetched, FetchStage, fetch_uri, resolve_uri
 from corpus.errors import ChecksumMismatch, FetchError, HTTPFetchError, ManifestError, MissingInput
 from corpus.schemas import FETCH, to_table
@@ -99,7 +99,7 @@ def _handler(state: Behaviour) -> type[BaseHTTPRequestHandler]:
 def server() -> Iterator[tuple[str, Behaviour]]:
     state = Behaviour(files={"/videos/a.bin": PAYLOAD})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", state
     httpd.shutdown()
@@ -107,7 +107,7 @@ def server() -> Iterator[tuple[str, Behaviour]]:
 
 
 def _no_partials(cache: Path) -> bool:
-    return not list((cache / "tmp").glob("*")) if (cache / "tmp").exists() else True
+    return not list(cache.glob("tmp/*.part"))
 
 
 # --- HTTP -------------------------------------------------------------------------------------------------------
@@ -153,6 +153,33 @@ def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     got = fetch_uri(url, root=None, cache_dir=tmp_path, **FAST)
     assert state.gets()[-1]["Range"] == f"bytes={len(PAYLOAD) // 2}-"
     assert got.sha256 == SHA and Path(got.path).read_bytes() == PAYLOAD
+
+
+def test_complete_partial_file_is_verified_after_416(server, tmp_path):
+    base, state = server
+    url = f"{base}/videos/a.bin"
+    part = part_path(tmp_path, url, ".bin")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(PAYLOAD)  # an earlier run got every byte but stopped before verifying
+    got = fetch_uri(url, root=None, cache_dir=tmp_path, **FAST)
+    assert [h["Range"] for h in state.gets()] == [f"bytes={len(PAYLOAD)}-"]  # answered 416 bytes */300000
+    assert got.sha256 == SHA and not part.exists()
+
+
+def test_concurrent_fetches_of_one_url_download_once(server, tmp_path):
+    base, state = server
+    results: list[Fetched] = []
+
+    def fetch() -> None:
+        results.append(fetch_uri(f"{base}/videos/a.bin", root=None, cache_dir=tmp_path, expected_sha256=SHA, **FAST))
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len(set(results)) == 1
+    assert len(state.gets()) == 1 and Path(results[0].path).read_bytes() == PAYLOAD
 
 
 def test_wrong_expected_checksum_raises_and_caches_nothing(server, tmp_path):

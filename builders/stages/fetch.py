@@ -73,6 +73,7 @@ def fetch_uri(
     """Fetch one video (see the module docstring); raises ``SurgcorpusError`` subclasses on failure."""
     target = resolve_uri(uri, root)
     cache_dir = Path(cache_dir)
+    expected_sha256 = expected_sha256.lower() if expected_sha256 else None
     scheme = _scheme(target)
     if scheme in ("", "file"):
         path = _file_path(target) if scheme else target

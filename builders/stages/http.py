@@ -8,6 +8,7 @@ other HTTP statuses (404, 403...) fail at once.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -57,26 +58,36 @@ def download(
     backoff_s: float = 0.5,
     timeout_s: float = 60.0,
 ) -> Fetched:
-    """Download ``url`` into the cache, resuming a partial file, and verify it; a cache hit makes no request."""
+    """Download ``url`` into the cache, resuming a partial file, and verify it; a cache hit makes no request.
+
+    Workers fetching the same URL at once take turns (a lock beside the partial file): the second one finds the
+    first one's file, or resumes what it left.
+    """
     ext = cas.suffix_of(url)
     if expected_sha256 is not None and (hit := cas.lookup(cache_dir, expected_sha256, ext, expected_bytes)):
         log.debug("%s: cache hit %s", url, hit.path)
         return hit
     part = cas.part_path(cache_dir, url, ext)
     part.parent.mkdir(parents=True, exist_ok=True)
-    attempts = retries + 1
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-        try:
-            _get_into(url, part, expected_bytes, timeout_s)
-            break
-        except _Transient as exc:
-            log.warning("%s: attempt %d/%d failed: %s", url, attempt + 1, attempts, exc)
-            last = exc.error
-    else:
-        raise type(last)(f"{last} (gave up after {attempts} attempts)", detail=last.detail)
-    return cas.commit(part, cache_dir, ext, what=url, expected_sha256=expected_sha256, expected_bytes=expected_bytes)
+    with open(part.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if expected_sha256 is not None and (hit := cas.lookup(cache_dir, expected_sha256, ext, expected_bytes)):
+            return hit
+        attempts = max(retries, 0) + 1
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(backoff_s * 2 ** (attempt - 1))
+            try:
+                _get_into(url, part, expected_bytes, timeout_s)
+                break
+            except _Transient as exc:
+                log.warning("%s: attempt %d/%d failed: %s", url, attempt + 1, attempts, exc)
+                last = exc.error
+        else:
+            raise type(last)(f"{last} (gave up after {attempts} attempts)", detail=last.detail)
+        return cas.commit(
+            part, cache_dir, ext, what=url, expected_sha256=expected_sha256, expected_bytes=expected_bytes
+        )
 
 
 def _chunks(resp: requests.Response) -> Iterator[bytes]:
