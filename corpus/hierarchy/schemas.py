@@ -83,6 +83,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 }
 LEVELS = ("video", "operation", "frame")
 ERROR_STAGE = "hierarchy"
+SHARD_ERROR_STAGE = "hierarchy-shard"
 
 _KEY_OK = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -116,8 +117,8 @@ def read_hier_table(build_dir: str | Path, name: str) -> list[dict]:
     return pq.read_table(path).to_pylist() if path.exists() else []
 
 
-def write_hierarchy_errors(build_dir: str | Path, rows: list[dict]) -> Path:
-    """Replace the ``stage == "hierarchy"`` rows of ``tables/errors.parquet``, keeping other stages' rows."""
+def write_hierarchy_errors(build_dir: str | Path, rows: list[dict], stage: str = ERROR_STAGE) -> Path:
+    """Replace the rows of ``stage`` in ``tables/errors.parquet``, keeping other stages' rows."""
     path = table_path(build_dir, "errors")
-    others = [r for r in (pq.read_table(path).to_pylist() if path.exists() else []) if r["stage"] != ERROR_STAGE]
+    others = [r for r in (pq.read_table(path).to_pylist() if path.exists() else []) if r["stage"] != stage]
     return write_table(to_table(others + rows, ERRORS), path)
