@@ -43,6 +43,7 @@ NO_SOURCE = "(no video)"
 THUMB_WIDTH = 160
 FFMPEG_TIMEOUT_S = 60
 MAX_RESOLUTIONS = 20
+MSG_CLASS = ' class="msg"'
 _FFMPEG_POINTER = re.compile(r" @ 0x[0-9a-fA-F]+")
 
 CSS = """
@@ -321,7 +322,7 @@ def _errors_section(data: _BuildData) -> str:
     cols = ("stage", "video_id", "uri", "kind", "message")
     rows = sorted(data.errors, key=lambda e: tuple(e.get(c) or "" for c in cols))
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=msg' if c == 'message' else ''}>{_e(e.get(c))}</td>" for c in cols) + "</tr>"
+        "<tr>" + "".join(f"<td{MSG_CLASS if c == 'message' else ''}>{_e(e.get(c))}</td>" for c in cols) + "</tr>"
         for e in rows
     )
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
@@ -485,6 +486,7 @@ def _plot_stacked(stack: dict[str, dict[str, tuple[int, float]]], path: Path, la
             left = [a + b for a, b in zip(left, vals, strict=True)]
         ax.set_title(f"{title} by {label}")
         ax.invert_yaxis()
+    _integer_ticks(axes[0].xaxis)
     axes[0].legend(title="split", fontsize="small")
     axes[1].tick_params(labelleft=False)
     return _save(fig, path)
@@ -497,6 +499,7 @@ def _plot_bars(counts: dict[str, int], path: Path, title: str, colors: bool = Fa
     bars = ax.barh(cats, [counts[c] for c in cats], color=color)
     ax.bar_label(bars, fmt="{:,.0f}", fontsize="small", padding=2)
     ax.invert_yaxis()
+    _integer_ticks(ax.xaxis)
     ax.set_title(title)
     return _save(fig, path)
 
@@ -507,7 +510,14 @@ def _plot_hist(values: list[float], path: Path) -> Path:
     ax.set_xlabel("duration (s)")
     ax.set_ylabel("videos")
     ax.set_title("video duration")
+    _integer_ticks(ax.yaxis)
     return _save(fig, path)
+
+
+def _integer_ticks(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path: Path) -> Path:
