@@ -74,6 +74,9 @@ class Source(_Model):
     videos: GlobSpec | tuple[VideoEntry, ...]
     annotations: AnnotationSpec | None = None
     splits: OfficialSplits | None = None
+    group_pattern: str | None = Field(
+        default=None, description="regex on the native id; its first group keeps videos in one split"
+    )
     homepage: str | None = None
 
     @field_validator("videos", mode="before")

@@ -61,7 +61,6 @@ VIDEOS = pa.schema(
     list(FETCH)
     + [f for f in PROBE if f.name != "video_id"]
     + [
-        ("n_frames_decoded", pa.int64()),
         ("split", pa.string()),
         ("split_reason", pa.string()),
         ("dup_of", pa.string()),

@@ -1,0 +1,107 @@
+"""Running one unit of a stage: skip it if done, run it, record errors, mark it done (the marker is written last).
+
+State lives under ``<build>/_state/<stage>/<unit hash>.json``: the unit id, its fingerprint, the rows it produced,
+the files it wrote with their sizes, and its error rows. A unit is done only when its marker exists, the
+fingerprint matches and every recorded file is still there with the recorded size. A unit that raised an
+unexpected exception (a bug) is never marked done; its exception propagates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builders.stages.base import Stage, UnitResult
+from corpus.errors import ErrorRow
+
+STATE_DIR = "_state"
+
+
+@dataclass
+class StageOutput:
+    """All rows and errors of a stage run, in unit-id order; ``ran``/``skipped`` count units."""
+
+    rows: list[dict] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    ran: int = 0
+    skipped: int = 0
+
+
+def marker_path(build_dir: str | Path, stage: str, unit_id: str) -> Path:
+    digest = hashlib.sha256(unit_id.encode()).hexdigest()[:24]
+    return Path(build_dir) / STATE_DIR / stage / f"{digest}.json"
+
+
+def load_done(build_dir: str | Path, stage: Stage, row: dict) -> UnitResult | None:
+    """The recorded result of a finished unit, or None when it must (re)run."""
+    path = marker_path(build_dir, stage.name, stage.unit_id(row))
+    try:
+        marker = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if marker.get("fingerprint") != stage.fingerprint(row):
+        return None
+    for rel, size in marker.get("files", {}).items():
+        p = Path(build_dir) / rel
+        if not p.exists() or (p.is_file() and p.stat().st_size != size):
+            return None
+    return UnitResult(
+        rows=marker["rows"], files=list(marker.get("files", {})), errors=[ErrorRow(**e) for e in marker["errors"]]
+    )
+
+
+def _file_size(p: Path) -> int:
+    return p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def mark_done(build_dir: str | Path, stage: Stage, row: dict, result: UnitResult) -> None:
+    path = marker_path(build_dir, stage.name, stage.unit_id(row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for rel in result.files:
+        p = Path(build_dir) / rel
+        files[rel] = p.stat().st_size if p.is_file() else -1
+    marker = {
+        "unit": stage.unit_id(row),
+        "fingerprint": stage.fingerprint(row),
+        "rows": result.rows,
+        "files": {k: v for k, v in files.items() if v >= 0},
+        "errors": [e.to_dict() for e in result.errors],
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(marker, default=str))
+    os.replace(tmp, path)
+
+
+def run_unit(build_dir: str, stage: Stage, row: dict) -> UnitResult:
+    """Run one unit in the current process and mark it done unless its errors may go away on retry."""
+    result = stage.process(row)
+    if result.cacheable:
+        mark_done(build_dir, stage, row, result)
+    return result
+
+
+class Executor:
+    """Schedules units; subclasses decide where they run. ``run`` returns results in unit-id order."""
+
+    def run(
+        self,
+        build_dir: str,
+        stage: Stage,
+        rows: Iterable[dict],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> StageOutput:
+        raise NotImplementedError
+
+
+def check_columns(stage: Stage, rows: list[dict]) -> None:
+    """Fail before any unit starts when input rows lack a column the stage reads."""
+    if not rows:
+        return
+    missing = [c for c in stage.requires if c not in rows[0]]
+    if missing:
+        raise ValueError(f"stage {stage.name!r} needs columns {missing} that its input rows lack")

@@ -1,0 +1,450 @@
+"""clip: cut each video into fixed-length clips at the target fps and size, in one ffmpeg pass per video.
+
+One decode per video, no per-frame Python work: ffmpeg resamples (``fps``), crops and scales, and its segment
+muxer cuts H.264 clips at forced keyframes (or the image2 muxer writes JPEG frames). Overlapping clips
+(stride < length) become ``m = ceil(length / stride)`` interleaved non-overlapping series, each a branch of the
+same filter graph, so overlap costs encoding, never a second decode.
+
+A side branch of the same graph emits tiny 32x32 grey frames (4 per clip) to stdout; their perceptual hashes
+(``imagehash.phash``) are the near-duplicate signatures that the dedup stage uses, so dedup needs no extra decode.
+
+Random access (the few frames sampled to find a black border or endoscope mask) goes through decord, with ffmpeg
+as the fallback for files decord cannot open.
+
+Files written, relative to the build dir: ``clips/<video>/<start_ms>.mp4`` (or ``<start_ms>/NNN.jpg``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from builders.stages.base import Stage, UnitResult, stable_hash
+from builders.tools import require_binary, require_encoder
+from corpus.errors import DecodeError, ErrorRow, SurgcorpusError
+from corpus.ids import clip_id, safe_relpath
+from corpus.manifest import ClipSpec
+
+log = logging.getLogger(__name__)
+
+HASH_SIDE = 32
+CLIPS_DIR = "clips"
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A crop rectangle in source pixels."""
+
+    w: int
+    h: int
+    x: int
+    y: int
+
+
+def phash_of_gray(frame: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a small grey frame, as an unsigned int."""
+    import imagehash
+    from PIL import Image
+
+    bits = imagehash.phash(Image.fromarray(frame, mode="L")).hash.flatten()
+    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
+
+
+def _sample_frames_gray(path: str, n_frames: int, count: int = 6) -> np.ndarray:
+    """A few grey frames spread over the video: decord random access, ffmpeg seek as the fallback."""
+    idx = sorted({int(i) for i in np.linspace(0, max(0, n_frames - 1), count + 2)[1:-1]})
+    try:
+        import decord
+
+        vr = decord.VideoReader(path, num_threads=1)
+        frames = vr.get_batch([min(i, len(vr) - 1) for i in idx]).asnumpy()
+        return frames.mean(axis=3).astype(np.uint8)
+    except Exception as exc:  # decord raises DECORDError/RuntimeError for what it cannot open
+        log.info("decord could not open %s (%s); sampling frames with ffmpeg", path, exc)
+    out = []
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
+    for i in idx:
+        res = subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                path,
+                "-vf",
+                f"select=eq(n\\,{i}),format=gray",
+                "-frames:v",
+                "1",
+                "-f",
+                "rawvideo",
+                "pipe:1",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if len(res.stdout) == w * h:
+            out.append(np.frombuffer(res.stdout, np.uint8).reshape(h, w))
+    if not out:
+        raise DecodeError(f"{path}: could not sample frames for mask detection")
+    return np.stack(out)
+
+
+def detect_mask_crop(path: str, n_frames: int, mode: str, threshold: int = 16) -> Crop | None:
+    """Crop that removes black borders (``black-border``) or frames a circular endoscope view (``circle``)."""
+    frames = _sample_frames_gray(path, n_frames)
+    lit = frames.max(axis=0) > threshold
+    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if mode == "circle":  # the inscribed square of the circle holds no mask corners
+        cy, cx, r = (y0 + y1) / 2, (x0 + x1) / 2, min(y1 - y0, x1 - x0) / 2
+        half = r / math.sqrt(2)
+        y0, y1, x0, x1 = int(cy - half), int(cy + half), int(cx - half), int(cx + half)
+    w, h = (x1 - x0) // 2 * 2, (y1 - y0) // 2 * 2
+    full_h, full_w = lit.shape
+    if w >= full_w - 2 and h >= full_h - 2:
+        return None
+    return Crop(w=w, h=h, x=x0, y=y0)
+
+
+def output_size(spec: ClipSpec, width: int, height: int, crop: Crop | None) -> tuple[int | None, int | None]:
+    """Output frame size for a source of ``width`` x ``height`` (after the mask crop)."""
+    if spec.crop == "center":
+        return spec.size, spec.size
+    if crop is not None:
+        width, height = crop.w, crop.h
+    if not width or not height:
+        return None, None
+    if width <= height:
+        return spec.size, round(height * spec.size / width / 2) * 2
+    return round(width * spec.size / height / 2) * 2, spec.size
+
+
+def _geometry_filters(spec: ClipSpec, crop: Crop | None) -> list[str]:
+    s = spec.size
+    chain = [] if crop is None else [f"crop={crop.w}:{crop.h}:{crop.x}:{crop.y}"]
+    # scale so the short side is `size` (even dimensions), then centre crop to a square unless crop: none
+    chain.append(f"scale='if(lte(iw,ih),{s},-2)':'if(lte(iw,ih),-2,{s})':flags=area")
+    if spec.crop == "center":
+        chain.append(f"crop={s}:{s}")
+    chain.append("setsar=1")
+    return chain
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Clip timing in output frames: series k starts at ``k*stride`` and repeats every ``period`` frames."""
+
+    length: int
+    stride: int
+
+    @property
+    def series(self) -> int:
+        return max(1, math.ceil(self.length / self.stride))
+
+    @property
+    def period(self) -> int:
+        return self.series * self.stride
+
+    def start_frame(self, series: int, index: int) -> int:
+        return series * self.stride + index * self.period
+
+
+def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, preset: str) -> list[str]:
+    """The single ffmpeg invocation that writes every clip of a video and the hash frames to stdout."""
+    plan = ClipPlan(spec.length_frames, spec.stride_frames)
+    base = [f"fps={spec.fps:g}", *_geometry_filters(spec, crop)]
+    m = plan.series
+    hash_every = max(1, plan.length // 4)
+    graph = [f"[0:v:0]{','.join(base)},split={m + 1}[h]" + "".join(f"[s{k}]" for k in range(m))]
+    graph.append(f"[h]select='not(mod(n,{hash_every}))',scale={HASH_SIDE}:{HASH_SIDE}:flags=area,format=gray[hs]")
+    for k in range(m):
+        sel = f"gte(n,{k * plan.stride})*lt(mod(n-{k * plan.stride},{plan.period}),{plan.length})"
+        graph.append(f"[s{k}]select='{sel}',setpts=N/({spec.fps:g}*TB)[o{k}]")
+    cmd = [
+        require_binary("ffmpeg"),
+        "-nostdin",
+        "-hide_banner",
+        "-v",
+        "error",
+        "-threads",
+        "1",
+        "-i",
+        src,
+        "-filter_complex",
+        ";".join(graph),
+        "-filter_complex_threads",
+        "1",
+        "-map",
+        "[hs]",
+        "-f",
+        "rawvideo",
+        "-fps_mode",
+        "passthrough",
+        "pipe:1",
+    ]
+    for k in range(m):
+        if spec.format == "mp4":
+            cmd += [
+                "-map",
+                f"[o{k}]",
+                "-an",
+                "-c:v",
+                "libx264",
+                "-preset",
+                preset,
+                "-crf",
+                str(spec.crf),
+                "-pix_fmt",
+                "yuv420p",
+                "-threads",
+                "1",
+                "-x264-params",
+                "threads=1:lookahead-threads=1",
+                "-force_key_frames",
+                f"expr:eq(mod(n,{plan.length}),0)",
+                "-fflags",
+                "+bitexact",
+                "-flags:v",
+                "+bitexact",
+                "-map_metadata",
+                "-1",
+                "-map_chapters",
+                "-1",
+                "-f",
+                "segment",
+                "-segment_frames",
+                "",
+                "-segment_time",
+                f"{plan.length / spec.fps:.6f}",
+                "-segment_format",
+                "mp4",
+                "-segment_format_options",
+                "fflags=+bitexact",
+                "-segment_list",
+                str(workdir / f"s{k}.csv"),
+                "-segment_list_type",
+                "csv",
+                "-reset_timestamps",
+                "1",
+                str(workdir / f"s{k}_%06d.mp4"),
+            ]
+        else:
+            cmd += [
+                "-map",
+                f"[o{k}]",
+                "-an",
+                "-q:v",
+                "3",
+                "-threads",
+                "1",
+                "-fflags",
+                "+bitexact",
+                "-flags:v",
+                "+bitexact",
+                "-f",
+                "image2",
+                str(workdir / f"s{k}_%08d.jpg"),
+            ]
+    # an empty -segment_frames is not accepted by every ffmpeg: drop it (segment_time drives the cut)
+    while "-segment_frames" in cmd:
+        i = cmd.index("-segment_frames")
+        del cmd[i : i + 2]
+    return cmd
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _segment_list(path: Path, fps: float) -> list[tuple[str, int]]:
+    """Segment files and their frame counts, from the CSV list the segment muxer writes (no re-probe)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        name, start, end = line.rsplit(",", 2)
+        out.append((name, round((float(end) - float(start)) * fps)))
+    return out
+
+
+class ClipStage(Stage):
+    """Cut clips for one video per unit. Rows follow ``corpus.schemas.CLIPS`` (split/dup/shard come later)."""
+
+    name = "clip"
+    requires = ("video_id", "source", "domain", "path", "sha256", "uri", "n_frames", "fps")
+
+    def __init__(self, build_dir: str, spec: ClipSpec, preset: str = "ultrafast") -> None:
+        self.build_dir = build_dir
+        self.spec = spec
+        self.preset = preset
+
+    def setup(self) -> None:
+        require_binary("ffmpeg")
+        require_binary("ffprobe")
+        if self.spec.format == "mp4":
+            require_encoder("libx264")
+
+    def fingerprint(self, row: dict) -> str:
+        return stable_hash(row["sha256"], self.spec.model_dump(mode="json"), self.preset, row["n_frames"])
+
+    def process(self, row: dict) -> UnitResult:
+        try:
+            return self._cut(row)
+        except SurgcorpusError as exc:
+            return UnitResult(
+                errors=[ErrorRow.from_exception(self.name, exc, video_id=row["video_id"], uri=row["uri"])]
+            )
+
+    def _cut(self, row: dict) -> UnitResult:
+        spec, vid = self.spec, row["video_id"]
+        build = Path(self.build_dir)
+        rel_dir = Path(CLIPS_DIR) / safe_relpath(vid)
+        final = build / rel_dir
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(f"{final.name}.tmp-*"):  # left by an interrupted run
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
+        try:
+            crop = None
+            if spec.mask != "none":
+                crop = detect_mask_crop(row["path"], int(row["n_frames"]), spec.mask)
+            hashes = self._run_ffmpeg(row["path"], crop, work)
+            rows, files = self._collect(row, work, rel_dir, hashes, crop)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(work, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        errors = []
+        if not rows:
+            errors.append(
+                ErrorRow(
+                    stage=self.name,
+                    video_id=vid,
+                    uri=row["uri"],
+                    kind="too_short",
+                    message=f"{row['path']}: shorter than one clip ({spec.length_frames} frames at "
+                    f"{spec.fps:g} fps); no clip written",
+                )
+            )
+        return UnitResult(rows=rows, files=files, errors=errors)
+
+    def _run_ffmpeg(self, src: str, crop: Crop | None, work: Path) -> list[int]:
+        cmd = build_command(src, self.spec, crop, work, self.preset)
+        frame_bytes = HASH_SIDE * HASH_SIDE
+        hashes: list[int] = []
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(frame_bytes):
+                if len(chunk) < frame_bytes:
+                    break
+                hashes.append(phash_of_gray(np.frombuffer(chunk, np.uint8).reshape(HASH_SIDE, HASH_SIDE)))
+            rc = proc.wait()
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        if rc != 0:
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
+            raise DecodeError(f"{src}: ffmpeg failed while cutting clips: {last}", detail=stderr)
+        return hashes
+
+    def _collect(
+        self, row: dict, work: Path, rel_dir: Path, hashes: list[int], crop: Crop | None
+    ) -> tuple[list[dict], list[str]]:
+        spec, vid = self.spec, row["video_id"]
+        plan = ClipPlan(spec.length_frames, spec.stride_frames)
+        hash_every = max(1, plan.length // 4)
+        width, height = output_size(spec, int(row["width"] or 0), int(row["height"] or 0), crop)
+        out_rows, files = [], []
+        for k in range(plan.series):
+            if spec.format == "mp4":
+                listed = _segment_list(work / f"s{k}.csv", spec.fps)
+                pieces = [[work / name] for name, _ in listed]
+                counts = [n for _, n in listed]
+            else:
+                frames = sorted(work.glob(f"s{k}_*.jpg"))
+                pieces = [frames[i : i + plan.length] for i in range(0, len(frames), plan.length)]
+                counts = [len(p) for p in pieces]
+            for j, (piece, n) in enumerate(zip(pieces, counts, strict=True)):
+                if n == 0 or (n < plan.length and not spec.keep_tail):
+                    for p in piece:
+                        p.unlink()
+                    continue
+                start = plan.start_frame(k, j)
+                start_ms = round(start * 1000 / spec.fps)
+                name = f"{start_ms:09d}"
+                if spec.format == "mp4":
+                    target = work / f"{name}.mp4"
+                    os.replace(piece[0], target)
+                    digest, size = _sha256_file(target), target.stat().st_size
+                    rel = rel_dir / target.name
+                else:
+                    folder = work / name
+                    folder.mkdir()
+                    h, size = hashlib.sha256(), 0
+                    for i, p in enumerate(piece):
+                        dest = folder / f"{i:03d}.jpg"
+                        os.replace(p, dest)
+                        data = dest.read_bytes()
+                        h.update(data)
+                        size += len(data)
+                    digest, rel = h.hexdigest(), rel_dir / name
+                clip_hashes = [
+                    hashes[i // hash_every]
+                    for i in range(start, start + n)
+                    if i % hash_every == 0 and i // hash_every < len(hashes)
+                ]
+                out_rows.append(
+                    {
+                        "clip_id": clip_id(vid, start_ms),
+                        "video_id": vid,
+                        "source": row["source"],
+                        "domain": row["domain"],
+                        "start_s": start / spec.fps,
+                        "end_s": (start + n) / spec.fps,
+                        "n_frames": n,
+                        "fps": spec.fps,
+                        "width": width,
+                        "height": height,
+                        "format": spec.format,
+                        "path": str(rel),
+                        "bytes": size,
+                        "sha256": digest,
+                        "phash": clip_hashes,
+                    }
+                )
+                files.append(str(rel))
+        out_rows.sort(key=lambda r: r["clip_id"])
+        return out_rows, sorted(files)

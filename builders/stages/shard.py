@@ -1,0 +1,160 @@
+"""shard: WebDataset tars per split, byte-identical across rebuilds, plus a shard index.
+
+Samples are sorted by clip id and packed into ``shards/<split>/<corpus>-<split>-%06d.tar`` until ``max_samples``
+or ``max_bytes``; each sample is ``<key>.mp4`` (or ``<key>.NNN.jpg`` frames) plus ``<key>.json`` with the clip's
+metadata. Tar members carry a fixed mtime, owner and mode; every tar is written under a temp name and renamed.
+A shard whose member list and member checksums are unchanged is not rewritten. The index maps each clip to its
+shard, member name, data offset and size, so DuckDB can answer "which shards hold X".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from builders.stages.base import stable_hash
+
+SHARDS_DIR = "shards"
+TAR_MTIME = 0.0  # fixed: shards must not depend on when they were built
+METADATA_FIELDS = (
+    "clip_id",
+    "video_id",
+    "source",
+    "domain",
+    "split",
+    "start_s",
+    "end_s",
+    "n_frames",
+    "fps",
+    "width",
+    "height",
+    "format",
+    "sha256",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One WebDataset sample: key and members (extension -> path of a file, or bytes)."""
+
+    key: str
+    members: tuple[tuple[str, str | bytes], ...]
+    fingerprint: str
+
+
+def write_shard(path: Path, samples: Iterable[Sample]) -> list[dict]:
+    """Write one tar atomically, members in sorted order with fixed metadata; return index rows (key, member...)."""
+    import webdataset as wds
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        writer = wds.TarWriter(fh, user="surgcorpus", group="surgcorpus", mode=0o444, mtime=TAR_MTIME, encoder=False)
+        for s in samples:
+            obj: dict[str, bytes | str] = {"__key__": s.key}
+            for ext, value in s.members:
+                obj[ext] = value if isinstance(value, bytes) else Path(value).read_bytes()
+            writer.write(obj)
+        writer.close()
+    index = []
+    with tarfile.open(tmp) as tar:
+        for info in tar.getmembers():
+            key, ext = info.name.split(".", 1)
+            index.append({"key": key, "member": info.name, "offset": info.offset_data, "bytes": info.size, "ext": ext})
+    os.replace(tmp, path)
+    return index
+
+
+def plan_shards(samples: list[tuple[Sample, int]], max_samples: int, max_bytes: int) -> list[list[Sample]]:
+    """Pack (sample, size) pairs, in order, into shards that respect both limits (a sample is never split)."""
+    shards: list[list[Sample]] = []
+    current: list[Sample] = []
+    size = 0
+    for sample, nbytes in samples:
+        if current and (len(current) >= max_samples or size + nbytes > max_bytes):
+            shards.append(current)
+            current, size = [], 0
+        current.append(sample)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
+
+
+def clip_sample(build_dir: Path, clip: dict) -> tuple[Sample, int]:
+    """The sample of one clip row: the media members plus a .json with its metadata."""
+    meta = {k: clip.get(k) for k in METADATA_FIELDS}
+    media = build_dir / clip["path"]
+    if clip["format"] == "mp4":
+        members: list[tuple[str, str | bytes]] = [("mp4", str(media))]
+    else:
+        members = [(f"{p.stem}.jpg", str(p)) for p in sorted(media.glob("*.jpg"))]
+    members.append(("json", json.dumps(meta, sort_keys=True).encode()))
+    return Sample(clip["key"], tuple(members), stable_hash(meta, clip["sha256"])), int(clip["bytes"] or 0)
+
+
+def shard_name(corpus: str, split: str, index: int) -> str:
+    return f"{SHARDS_DIR}/{split}/{corpus}-{split}-{index:06d}.tar"
+
+
+def write_split_shards(
+    build_dir: Path,
+    corpus: str,
+    split: str,
+    clips: list[dict],
+    max_samples: int,
+    max_bytes: int,
+    on_shard: Callable[[int], None] | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Write every shard of one split; returns (shard index rows, shard names). Unchanged shards are kept."""
+    ordered = sorted(clips, key=lambda c: c["clip_id"])
+    planned = plan_shards([clip_sample(build_dir, c) for c in ordered], max_samples, max_bytes)
+    by_key = {c["key"]: c for c in ordered}
+    index_rows: list[dict] = []
+    names: list[str] = []
+    for i, samples in enumerate(planned):
+        name = shard_name(corpus, split, i)
+        names.append(name)
+        path = build_dir / name
+        marker = build_dir / "_state" / "shard" / f"{split}-{i:06d}.json"
+        fp = hashlib.sha256("".join(s.key + s.fingerprint for s in samples).encode()).hexdigest()
+        try:
+            saved = json.loads(marker.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("fingerprint") == fp and path.exists() and path.stat().st_size == saved.get("bytes"):
+            index = saved["index"]
+        else:
+            index = write_shard(path, samples)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"fingerprint": fp, "bytes": path.stat().st_size, "index": index}))
+            os.replace(tmp, marker)
+        for entry in index:
+            clip = by_key[entry["key"]]
+            index_rows.append(
+                {
+                    "clip_id": clip["clip_id"],
+                    "key": entry["key"],
+                    "split": split,
+                    "shard": name,
+                    "member": entry["member"],
+                    "offset": entry["offset"],
+                    "bytes": entry["bytes"],
+                }
+            )
+        if on_shard:
+            on_shard(1)
+    # shards left from an earlier, larger build of this split would be read as data: remove them
+    folder = build_dir / SHARDS_DIR / split
+    keep = {Path(n).name for n in names}
+    if folder.exists():
+        for stale in folder.glob(f"{corpus}-{split}-*.tar"):
+            if stale.name not in keep:
+                stale.unlink()
+    return index_rows, names

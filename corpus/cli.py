@@ -1,0 +1,207 @@
+"""The ``surgcorpus`` command line: thin commands that parse arguments and call one library function each.
+
+surgcorpus validate MANIFEST               check a manifest without building
+surgcorpus build MANIFEST --out DIR        build or resume a corpus
+surgcorpus query --build DIR "SQL"         query the build's tables with DuckDB
+surgcorpus report --build DIR              write the HTML report
+surgcorpus status --build DIR              what each stage has finished (reads the state on disk)
+surgcorpus errors --build DIR              the errors table
+surgcorpus demo --out DIR                  generate demo videos and build them (no network)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corpus.errors import ManifestError, ToolMissing
+
+app = typer.Typer(
+    name="surgcorpus",
+    help="Reproducible surgical video corpora: manifests → WebDataset shards + Parquet tables + DuckDB catalog.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# ---- sub-apps (one line each: import + add_typer) ----
+from corpus.hierarchy.cli import app as hierarchy_app  # noqa: E402, I001
+
+app.add_typer(hierarchy_app, name="hierarchy")
+# ---- end of sub-apps ----
+
+BuildDir = Annotated[Path, typer.Option("--build", "-b", help="build directory (the --out of `surgcorpus build`)")]
+Format = Annotated[str, typer.Option("--format", "-f", help="output format: table, csv or json")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _load(manifest: Path):
+    from corpus.manifest import load_manifest
+
+    try:
+        return load_manifest(manifest)
+    except ManifestError as exc:
+        _fail(f"invalid manifest:\n{exc}")
+
+
+@app.command()
+def validate(manifest: Annotated[Path, typer.Argument(help="corpus manifest (YAML)")]) -> None:
+    """Check a manifest (fields, values, source files) without building anything."""
+    m = _load(manifest)
+    from builders.pipeline import plan_videos
+
+    plan, errors = plan_videos(m)
+    typer.echo(f"{manifest}: valid corpus manifest {m.name!r}: {len(m.sources)} source(s), {len(plan)} video(s) found")
+    for s in m.sources:
+        typer.echo(f"  {s.name:<24} {s.domain:<12} {sum(r['source'] == s.name for r in plan):>6} videos  {s.root}")
+    for e in errors:
+        typer.secho(f"  warning: {e.message}", fg=typer.colors.YELLOW)
+
+
+@app.command()
+def build(
+    manifest: Annotated[Path, typer.Argument(help="corpus manifest (YAML)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="build directory")] = Path("build/corpus"),
+    workers: Annotated[int, typer.Option("--workers", "-j", help="worker processes (default: all cores)")] = 0,
+    cache: Annotated[
+        Path | None, typer.Option(help="download cache (default: $SURGCORPUS_CACHE or OUT/cache)")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict/--no-strict", help="exit 1 when any error was recorded")] = False,
+    preset: Annotated[str, typer.Option(help="x264 preset of the clip encoder")] = "ultrafast",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")] = True,
+) -> None:
+    """Build a corpus, or resume an interrupted build: the same command redoes only unfinished or changed work."""
+    m = _load(manifest)
+    from builders.pipeline import build as run_build
+    from builders.pipeline import print_summary
+
+    try:
+        summary = run_build(
+            m,
+            out,
+            workers=workers or None,
+            cache_dir=cache,
+            show_progress=progress,
+            manifest_path=manifest,
+            preset=preset,
+        )
+    except ToolMissing as exc:
+        _fail(str(exc))
+    print_summary(summary)
+    if strict and summary.n_errors:
+        _fail(f"--strict: {summary.n_errors} error(s) recorded, see `surgcorpus errors --build {out}`", code=1)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the views: sources, videos, clips, dedup, errors, shards...")],
+    build_dir: BuildDir = Path("build/corpus"),
+    fmt: Format = "table",
+) -> None:
+    """Run SQL against a build's tables (DuckDB views over the Parquet files)."""
+    import duckdb
+
+    from corpus.catalog import query as run_query
+
+    try:
+        cols, rows = run_query(build_dir, sql)
+    except (FileNotFoundError, duckdb.Error) as exc:
+        _fail(str(exc))
+    _print_rows(cols, rows, fmt)
+
+
+def _print_rows(cols: list[str], rows: list[tuple], fmt: str) -> None:
+    from corpus.catalog import format_rows
+
+    if fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*cols)
+        for r in rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        Console(width=max(120, os.get_terminal_size().columns if sys.stdout.isatty() else 200)).print(t)
+    elif fmt in ("csv", "json"):
+        sys.stdout.write(format_rows(cols, rows, fmt) + ("\n" if fmt == "json" else ""))
+    else:
+        _fail(f"unknown --format {fmt!r}: use table, csv or json")
+
+
+@app.command()
+def report(
+    build_dir: BuildDir = Path("build/corpus"),
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: BUILD/report/index.html)")] = None,
+) -> None:
+    """Write a static HTML report: composition, durations, resolutions, duplicate clusters, errors."""
+    from corpus.report import write_report
+
+    if not (build_dir / "tables").exists():
+        _fail(f"{build_dir}: not a build dir (no tables/); run `surgcorpus build` first")
+    typer.echo(str(write_report(build_dir, out)))
+
+
+@app.command()
+def status(build_dir: BuildDir = Path("build/corpus")) -> None:
+    """Finished units per stage and table sizes, read from the build dir (not from logs)."""
+    from corpus.schemas import SCHEMAS, table_path
+
+    state = build_dir / "_state"
+    if not build_dir.exists():
+        _fail(f"{build_dir}: no such build dir")
+    for stage in ("fetch", "probe", "clip", "shard"):
+        n = len(list((state / stage).glob("*.json"))) if (state / stage).exists() else 0
+        typer.echo(f"{stage:<8} {n:>7} unit(s) done")
+    import pyarrow.parquet as pq
+
+    for name in SCHEMAS:
+        p = table_path(build_dir, name)
+        typer.echo(f"table {name:<8} {pq.ParquetFile(p).metadata.num_rows if p.exists() else '-':>7} row(s)")
+    lock = build_dir / "build.lock"
+    if lock.exists():
+        typer.echo(f"last complete build: manifest {json.loads(lock.read_text())['manifest_sha256']}")
+    else:
+        typer.echo("no complete build yet (build.lock missing): re-run `surgcorpus build` to resume")
+
+
+@app.command()
+def errors(build_dir: BuildDir = Path("build/corpus"), fmt: Format = "table") -> None:
+    """The errors table: stage, video, uri, kind and message of every failure."""
+    from corpus.catalog import query as run_query
+
+    try:
+        cols, rows = run_query(build_dir, "SELECT stage, video_id, uri, kind, message FROM errors ORDER BY ALL")
+    except Exception as exc:  # noqa: BLE001 - no errors table yet is reported, not raised
+        _fail(f"{build_dir}: no errors table ({exc})")
+    _print_rows(cols, rows, fmt)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="demo build directory")] = Path("build/demo"),
+    workers: Annotated[int, typer.Option("--workers", "-j", help="worker processes (default: all cores)")] = 0,
+    real: Annotated[bool, typer.Option("--real/--no-real", help="add ../shared/data/real clips when present")] = True,
+) -> None:
+    """Generate demo videos (ffmpeg lavfi; with a near duplicate, a trimmed copy, a corrupt file) and build them."""
+    from builders.demo import run_demo
+
+    try:
+        run_demo(out, workers=workers or None, include_real=real)
+    except ToolMissing as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
