@@ -33,6 +33,9 @@ app = typer.Typer(
 from corpus.hierarchy.cli import app as hierarchy_app  # noqa: E402, I001
 
 app.add_typer(hierarchy_app, name="hierarchy")
+from corpus.benchmark.cli import app as benchmark_app  # noqa: E402, I001
+
+app.add_typer(benchmark_app, name="benchmark")
 # ---- end of sub-apps ----
 
 BuildDir = Annotated[Path, typer.Option("--build", "-b", help="build directory (the --out of `surgcorpus build`)")]

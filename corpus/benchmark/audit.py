@@ -86,15 +86,24 @@ def audit(
     rows = {s: published.get(s, []) for s in SPLITS}
     report["rows"] = {s: len(r) for s, r in rows.items()}
     report["val_equals_test"] = bool(rows["val"]) and sorted(rows["val"]) == sorted(rows["test"])
+    report["identical_splits"] = [
+        f"{a}={b}"
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+        if rows[a] and set(rows[a]) == set(rows[b])
+    ]
     report["class_balance"] = {s: _balance(r) for s, r in rows.items()}
     report["tiny_test_set"] = 0 < len(rows["test"]) < TINY_TEST
     known_ids = set(spec.label_map.values())
     report["labels_outside_map"] = sorted({lab for r in rows.values() for _, lab in r} - known_ids)
 
     by_path = {c.path: c for c in planned or []}
-    key = {
-        p: (by_path[p].video_id if p in by_path else video_key(spec.dataset, p)) for r in rows.values() for p, _ in r
-    }
+    # Unplanned rows of an annotated video get that video's id through the name pattern.
+    named = {video_key(spec.dataset, c.path): c.video_id for c in planned or []}
+    key = {}
+    for r in rows.values():
+        for p, _ in r:
+            k = video_key(spec.dataset, p)
+            key[p] = by_path[p].video_id if p in by_path else named.get(k, k)
     # The same video in two splits (val and test compared only when they differ).
     pairs = [("train", "val"), ("train", "test")] + ([] if report["val_equals_test"] else [("val", "test")])
     vids = {s: {key[p] for p, _ in r} for s, r in rows.items()}
@@ -170,6 +179,8 @@ def findings(report: dict) -> list[str]:
     out = []
     if report.get("val_equals_test"):
         out.append("val.csv equals test.csv")
+    if any(s.startswith("train") for s in report.get("identical_splits", [])):
+        out.append(f"identical splits: {', '.join(report['identical_splits'])}")
     if report.get("tiny_test_set"):
         out.append(f"tiny test set ({report['rows']['test']} clips)")
     if report.get("labels_outside_map"):

@@ -1,0 +1,134 @@
+"""``surgcorpus benchmark``: plan, audit and build the SurgRec downstream benchmark from native annotations.
+
+surgcorpus benchmark clips DATASET --root RAW --out FILE.csv      planned clips as SurgRec rows (no video opened)
+surgcorpus benchmark audit DATASET --root RAW --splits DIR        published splits vs native annotations
+surgcorpus benchmark audit all --root RAW --splits DIR --report P every dataset, plus a Markdown report page
+surgcorpus benchmark build MANIFEST --root RAW --out DIR          cut clips, write shards and SurgRec CSVs
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corpus.errors import SurgcorpusError
+
+app = typer.Typer(help="SurgRec downstream benchmark: clip plans, split audit, build.", no_args_is_help=True)
+
+Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="benchmark manifest (default: surgrec16)")]
+Root = Annotated[Path, typer.Option("--root", "-r", help="the dataset's raw folder (annotation files)")]
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _spec(dataset: str, manifest: Path | None):
+    from corpus.benchmark.spec import default_benchmark, load_benchmark
+
+    return load_benchmark(manifest or default_benchmark()).get(dataset)
+
+
+@app.command()
+def clips(
+    dataset: Annotated[str, typer.Argument(help="dataset name (e.g. cataract-101, jigsaws)")],
+    root: Root,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write, one '<path> <label id>' row per clip")],
+    prefix: Annotated[str, typer.Option(help="text before each path, e.g. __DATA_ROOT__/")] = "",
+    manifest: Manifest = None,
+) -> None:
+    """Write every planned clip of DATASET as a SurgRec row; reads annotation files only."""
+    from corpus.benchmark.plan import plan, surgrec_row
+
+    try:
+        planned = plan(_spec(dataset, manifest), root)
+    except (SurgcorpusError, KeyError) as exc:
+        _fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    skipped = [c for c in planned if c.label_id is None]
+    out.write_text("".join(surgrec_row(c, prefix) + "\n" for c in planned if c.label_id is not None))
+    typer.echo(
+        f"{out}: {len(planned) - len(skipped)} clips"
+        + (f" ({len(skipped)} with unmapped labels left out)" if skipped else "")
+    )
+
+
+def _audit_one(spec, root: Path | None, splits: Path | None) -> dict:
+    from corpus.benchmark.audit import audit, read_splits
+    from corpus.benchmark.plan import plan
+    from corpus.benchmark.spec import split_dir
+
+    folder = split_dir(spec, splits)
+    planned = plan(spec, root) if root is not None and spec.adapter else None
+    return audit(spec, read_splits(folder), planned, folder)
+
+
+def _print(reports: list[dict], fmt: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from corpus.benchmark.audit import findings, to_json
+
+    if fmt == "json":
+        typer.echo(to_json(reports[0] if len(reports) == 1 else reports))
+        return
+    table = Table("dataset", "train", "val", "test", "val=test", "test maj. acc.", "annotation", "findings")
+    for r in reports:
+        table.add_row(
+            r["dataset"],
+            *(str(r["rows"][s]) for s in ("train", "val", "test")),
+            "yes" if r["val_equals_test"] else "no",
+            str(r["class_balance"]["test"]["majority_class_accuracy"]),
+            "checked" if r["annotation_checked"] else "-",
+            "\n".join(findings(r)) or "none",
+        )
+    Console(width=200).print(table)
+
+
+@app.command("audit")
+def audit_cmd(
+    dataset: Annotated[str, typer.Argument(help="dataset name, or 'all'")],
+    splits: Annotated[
+        Path, typer.Option("--splits", "-s", help="folder of published split CSVs (<dataset>/<split>.csv)")
+    ],
+    root: Annotated[
+        Path | None, typer.Option("--root", "-r", help="raw folder (for 'all': a folder of <dataset name> folders)")
+    ] = None,
+    root_for: Annotated[
+        list[str] | None, typer.Option("--root-for", help="NAME=PATH: raw folder of one dataset (with 'all')")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    report: Annotated[Path | None, typer.Option(help="with 'all': Markdown report page to write")] = None,
+    manifest: Manifest = None,
+) -> None:
+    """Audit published splits: label mismatches vs native annotation, counts, val==test, leakage, balance."""
+    from corpus.benchmark.audit import report_page
+    from corpus.benchmark.spec import default_benchmark, load_benchmark
+
+    if fmt not in ("table", "json"):
+        _fail(f"--format must be table or json (got {fmt!r})")
+    try:
+        if dataset != "all":
+            reports = [_audit_one(_spec(dataset, manifest), root, splits)]
+        else:
+            bench = load_benchmark(manifest or default_benchmark())
+            roots = dict(item.split("=", 1) for item in root_for or [])
+            reports = []
+            for spec in bench.sources:
+                if not (splits / spec.dataset / "train.csv").is_file():
+                    continue
+                raw = roots.get(spec.name) or roots.get(spec.dataset)
+                if raw is None and root is not None and (root / spec.name).is_dir():
+                    raw = root / spec.name
+                reports.append(_audit_one(spec, Path(raw) if raw else None, splits))
+            if report is not None:
+                report.parent.mkdir(parents=True, exist_ok=True)
+                report.write_text(report_page(reports))
+    except (SurgcorpusError, KeyError) as exc:
+        _fail(str(exc))
+    _print(reports, fmt)
+    if report is not None and dataset == "all":
+        typer.echo(f"report: {report}")
