@@ -1,0 +1,99 @@
+"""The SurgRec benchmark rebuilt from native annotations: clip names, labels and the audit, on real files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from corpus.benchmark.audit import audit, read_splits
+from corpus.benchmark.cli import app
+from corpus.benchmark.plan import plan
+from corpus.benchmark.spec import default_benchmark, load_benchmark
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL = SHARED / "data" / "real"
+SPLITS = SHARED / "data" / "surgrec-splits"
+CATARACT101 = REAL / "matinmoqadas__Cataract-101"
+JIGSAWS = REAL / "anidhi__homework3_JIGSAWS"
+CHOLEC80_GT = REAL / "YuemingJin__TMRNet_cholec80_eval" / "code" / "eval" / "matlab-phase" / "gt-phase"
+
+pytestmark = pytest.mark.skipif(not SPLITS.is_dir(), reason=f"SurgRec split CSVs not found at {SPLITS}")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark(default_benchmark())
+
+
+def published(dataset: str) -> dict[str, int]:
+    return {p: lab for rows in read_splits(SPLITS / dataset).values() for p, lab in rows}
+
+
+def test_cataract101_plan_reproduces_every_published_clip(bench):
+    clips = plan(bench.get("cataract-101"), CATARACT101)
+    pub = published("cataract-101")
+    assert {c.path for c in clips} == set(pub)
+    assert len(clips) == len(pub) == 1265
+    assert all(pub[c.path] == c.label_id for c in clips)
+
+
+def test_jigsaws_plan_reproduces_every_published_suturing_clip(bench):
+    clips = plan(bench.get("jigsaws"), JIGSAWS)
+    pub = {p: lab for p, lab in published("JIGSAWS").items() if "/Suturing_" in p}
+    assert {c.path for c in clips} == set(pub)
+    assert all(pub[c.path] == c.label_id for c in clips)
+    assert not any(c.path.endswith("_G10.mp4") for c in clips)
+
+
+def test_cholec80_audit_flags_exactly_the_videos_with_wrong_published_labels(bench):
+    report = audit(bench.get("cholec80"), read_splits(SPLITS / "cholec80"), plan(bench.get("cholec80"), CHOLEC80_GT))
+    # Independent oracle: the k-th published clip of a video carries label k-1, so it is wrong exactly where the
+    # k-th contiguous phase run of the ground truth is not phase k-1.
+    expected = set()
+    for f in sorted(CHOLEC80_GT.glob("video*-phase.txt")):
+        phases = [line.split()[1] for line in f.read_text().splitlines() if line.strip()]
+        run_phases = [int(p) for p, _ in itertools.groupby(phases)]
+        n = int(f.name[5:7])
+        pub = {
+            p: lab for p, lab in published("cholec80").items() if p.startswith(f"cholec80/split_video/cholec80_{n}_")
+        }
+        if any(pub.get(f"cholec80/split_video/cholec80_{n}_{k}.mp4") != ph for k, ph in enumerate(run_phases, 1)):
+            expected.add(f"cholec80/video{n}")
+    assert expected  # the real data has such videos (41 and 50 among them)
+    assert set(report["videos_with_label_mismatches"]) == expected
+    assert {"cholec80/video41", "cholec80/video50"} <= expected
+    m = next(m for m in report["label_mismatches"] if m["clip"].endswith("cholec80_41_5.mp4"))
+    assert (m["published"], m["annotated"], m["annotated_label"]) == (4, 5, "CleaningCoagulation")
+    assert report["val_equals_test"] and not report["clip_count_differences"]
+
+
+def test_cli_clips_writes_surgrec_rows_and_audit_json(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "c101.csv"
+    res = runner.invoke(app, ["clips", "cataract-101", "--root", str(CATARACT101), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = out.read_text().splitlines()
+    assert rows[0] == "cataract-101/split_clip/phase_01_incision/case_269_phase01_001_000068_001043.mp4 0"
+    assert len(rows) == 1265
+    res = runner.invoke(app, ["audit", "cholec80", "--root", str(CHOLEC80_GT), "--splits", str(SPLITS), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["sha256_matches_pin"] == {"train": True, "val": True, "test": True}
+    assert report["label_mismatches"]
+    assert all(m["published"] != m["annotated"] for m in report["label_mismatches"])
+
+
+def test_audit_all_writes_a_report_page(tmp_path):
+    page = tmp_path / "audit.md"
+    res = CliRunner().invoke(
+        app,
+        ["audit", "all", "--splits", str(SPLITS), "--root-for", f"cataract-101={CATARACT101}", "--report", str(page)],
+    )
+    assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert text.count("\n| ") >= 16 + 1  # header row + one row per dataset
+    assert "| m2cai16-workflow |" in text and "val.csv equals test.csv" in text
