@@ -7,7 +7,23 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from corpus.sources import cataract101, cholec80, cholect50, jigsaws, m2cai16, multibypass140, psiava
+from corpus.sources import (
+    autolaparo,
+    cataract1k,
+    cataract101,
+    cholec80,
+    cholect50,
+    colonoscopic,
+    hyperkvasir,
+    jigsaws,
+    kvasircapsule,
+    lapgyn4,
+    m2cai16,
+    multibypass140,
+    psiava,
+    sarrarp50,
+    surgicalactions160,
+)
 
 ADAPTERS: dict[str, ModuleType] = {
     "cholec80": cholec80,
@@ -17,6 +33,14 @@ ADAPTERS: dict[str, ModuleType] = {
     "cataract-101": cataract101,
     "jigsaws": jigsaws,
     "psi-ava": psiava,
+    "cataract-1k": cataract1k,
+    "autolaparo": autolaparo,
+    "sar-rarp50": sarrarp50,
+    "surgicalactions160": surgicalactions160,
+    "lapgyn4": lapgyn4,
+    "colonoscopic": colonoscopic,
+    "hyper-kvasir": hyperkvasir,
+    "kvasir-capsule": kvasircapsule,
 }
 
 
