@@ -1,0 +1,122 @@
+"""probe and clip stages on real surgical clips and on generated fixtures (real ffmpeg, real files)."""
+
+from __future__ import annotations
+
+import pytest
+
+from builders.stages.clip import ClipStage
+from builders.stages.probe import ProbeStage, probe_video
+from corpus.errors import EmptyVideo, ProbeError
+from corpus.manifest import ClipSpec
+from corpus.testing import count_frames, make_video
+
+CHOLEC = "Moshintha20__CholecT50-Cholec80-Task-Phase-Groupings/dataset/similarity score above 0.975/group 20"
+
+
+def _row(path, **facts):
+    return {
+        "video_id": "t/v",
+        "source": "t",
+        "domain": "laparoscopy",
+        "path": str(path),
+        "sha256": "0" * 64,
+        "uri": str(path),
+        **facts,
+    }
+
+
+def test_probe_real_cholect50_clip(real):
+    facts = probe_video(str(real / CHOLEC / "VID26_213_and_VID29_2129_a.mp4"))
+    assert (facts["codec"], facts["width"], facts["height"], facts["fps"]) == ("h264", 854, 480, 25.0)
+    assert facts["n_frames"] == 800 and facts["duration_s"] == pytest.approx(32.0)
+
+
+def test_probe_real_jigsaws_avi(real):
+    facts = probe_video(str(real / "anidhi__homework3_JIGSAWS/JIGSAW/Suturing/video/Suturing_D005_capture2.avi"))
+    assert (facts["codec"], facts["n_frames"], facts["width"]) == ("mpeg4", 1792, 640)
+
+
+def test_empty_262_byte_mp4_is_an_error_row_not_a_crash(real):
+    path = real / CHOLEC / "VID47_13_and_VID43_301_b.mp4"
+    assert path.stat().st_size == 262
+    with pytest.raises(EmptyVideo):
+        probe_video(str(path))
+    res = ProbeStage().process(_row(path))
+    assert res.rows == [] and [e.kind for e in res.errors] == ["zero_frames"] and str(path) in res.errors[0].message
+
+
+def test_truncated_file_trusts_decoding_over_header(tmp_path):
+    full = make_video(
+        tmp_path / "full.mp4",
+        4,
+        codec=("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
+    )
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    facts = probe_video(str(cut))
+    assert facts["n_frames_header"] == 100
+    assert facts["frames_counted"] and facts["n_frames"] == count_frames(cut) < 100
+    res = ProbeStage().process(_row(cut))
+    assert [e.kind for e in res.errors] == ["truncated"]
+
+
+def test_corrupt_file_raises_probe_error_naming_file(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    with pytest.raises(ProbeError, match="bad.mp4"):
+        probe_video(str(bad))
+
+
+def _cut(tmp_path, src, spec):
+    facts = probe_video(str(src))
+    stage = ClipStage(str(tmp_path / "build"), spec)
+    stage.setup()
+    return stage.process(_row(src, **facts))
+
+
+def test_clips_have_exact_frame_counts_and_times(tmp_path):
+    src = make_video(tmp_path / "v.mp4", 5.0)
+    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=1))
+    assert [r["start_s"] for r in res.rows] == [0, 1, 2, 3, 4]
+    for r in res.rows:
+        assert r["n_frames"] == 8 and r["width"] == r["height"] == 64
+        assert count_frames(tmp_path / "build" / r["path"]) == 8
+        assert len(r["phash"]) == 4 and r["clip_id"].startswith("t/v/")
+
+
+def test_overlapping_stride_and_tail(tmp_path):
+    src = make_video(tmp_path / "v.mp4", 5.0)
+    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=2, stride=1))
+    assert [r["start_s"] for r in res.rows] == [0, 1, 2, 3]
+    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=2, keep_tail=True))
+    assert [(r["start_s"], r["n_frames"]) for r in res.rows] == [(0, 16), (2, 16), (4, 8)]
+
+
+def test_jpg_frames_and_no_crop_keeps_aspect(tmp_path):
+    src = make_video(tmp_path / "v.mp4", 2.0, size="320x180")
+    res = _cut(tmp_path, src, ClipSpec(fps=4, size=90, seconds=1, format="jpg", crop="none"))
+    assert len(res.rows) == 2
+    frames = sorted((tmp_path / "build" / res.rows[0]["path"]).glob("*.jpg"))
+    assert [f.name for f in frames] == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
+    assert (res.rows[0]["width"], res.rows[0]["height"]) == (160, 90)
+
+
+def test_circular_mask_is_cropped(tmp_path):
+    circle = "format=yuv420p,geq=lum='if(lt(hypot(X-W/2,Y-H/2),H/2-4),lum(X,Y),0)':cb='cb(X,Y)':cr='cr(X,Y)'"
+    src = make_video(tmp_path / "endo.mp4", 2.0, size="320x240", source="testsrc2=size=320x240:rate=25", vf=circle)
+    from builders.stages.clip import detect_mask_crop
+
+    crop = detect_mask_crop(str(src), 50, "circle")
+    assert crop is not None and crop.w < 240 and crop.h < 240 and 40 < crop.x < 120
+    res = _cut(tmp_path, src, ClipSpec(fps=4, size=64, seconds=1, mask="circle"))
+    assert len(res.rows) == 2 and not res.errors
+
+
+def test_real_clip_is_cut(real, tmp_path):
+    res = _cut(
+        tmp_path,
+        real / "YimingRen111__LighTDiff-surgical-lowlight/dataset/video/train/high/video01_000.mp4",
+        ClipSpec(fps=5, size=128, seconds=1),
+    )
+    assert len(res.rows) == 5 and all(r["n_frames"] == 5 for r in res.rows)
