@@ -200,7 +200,7 @@ def test_multibypass_phases_and_steps_real_files(tmp_path):
     phases = sorted((p for p in raw["phases"] if p["label_name"] not in events), key=lambda p: p["start"])
     h = validate(read_multibypass(MBP / "BBP01.mp4.json"))
     assert not h.errors
-    assert [v["video_id"] for v in h.videos] == ["multibypass140/BBP01"]
+    assert [v["video_id"] for v in h.videos] == ["multibypass140/bern/BBP01"]
     assert [(o["start_s"], o["end_s"], o["label"]) for o in h.operations] == [
         (p["start"] / 1000, p["end"] / 1000, p["label_name"]) for p in phases
     ]

@@ -342,6 +342,8 @@ def read_multibypass(
 ) -> Hierarchy:
     """MultiBypass140 ``<video>.mp4.json`` files (``{"phases": [...], "steps": [...]}``, times in milliseconds).
 
+    Video ids are ``<source>/<centre>/<video>`` (``multibypass140/bern/BBP01``), as in the pipeline's adapter.
+
     - phases (ids 0-11, consecutive) become operations: label = phase name, text = readable phase name;
     - ``out_of_body`` and ``severe_index`` (overlay events marked inside phases) become frame rows at the event
       midpoint, labelled with the event name;
@@ -350,13 +352,15 @@ def read_multibypass(
     """
     h = Hierarchy()
     for file in _files(Path(path), (".json",)):
-        native = file.name.split(".", 1)[0]
+        name = file.name.split(".", 1)[0]
+        centre = file.parent.parent.name if file.parent.name.startswith("labels_") else file.parent.name
+        native = f"{centre}/{name}"  # the pipeline's adapter (corpus/sources/multibypass140.py) uses the same ids
         vid = f"{source}/{native}"
         data = _load_json(file)
         if not isinstance(data, dict) or not isinstance(data.get("phases"), list):
             raise AnnotationError(f"{file}: expected an object with a 'phases' list (MultiBypass140 label file)")
         h.videos.append(
-            {"video_id": vid, "source": source, "surgery_type": surgery_type, "title": native, "_where": str(file)}
+            {"video_id": vid, "source": source, "surgery_type": surgery_type, "title": name, "_where": str(file)}
         )
         phases: list[tuple[float, float, str]] = []
         for name in ("phases", "steps"):
