@@ -214,3 +214,20 @@ def test_cli_import_split_shard_export(tmp_path):
     assert "3 operations, 2 frames, 1 error rows" in outputs[0]
     assert len(_read(tmp_path / "b", "operation")) == 3 and len(_read(tmp_path / "b", "frame")) == 2
     assert len((tmp_path / "rec.csv").read_text().splitlines()) == 4
+
+
+def test_manifest_route_plans_the_demo_media_with_matching_ids(demo, tmp_path):
+    import yaml
+
+    from corpus.manifest import load_manifest
+
+    repo = Path(__file__).resolve().parents[1]
+    data = yaml.safe_load((repo / "manifests" / "opensurgery.yaml").read_text())
+    assert load_manifest(repo / "manifests" / "opensurgery.yaml").sources[0].domain == "open"
+    data["sources"][0]["root"] = str(demo / "media")
+    (tmp_path / "opensurgery.yaml").write_text(yaml.safe_dump(data))
+    manifest = load_manifest(tmp_path / "opensurgery.yaml")
+    pipeline = pytest.importorskip("builders.pipeline")
+    plan, errors = pipeline.plan_videos(manifest)
+    assert not errors
+    assert sorted(r["video_id"] for r in plan) == sorted(v["video_id"] for v in load_hierarchy(demo).videos)
