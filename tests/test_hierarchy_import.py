@@ -237,3 +237,17 @@ def test_operation_details_view_answers_the_thyroidectomy_question(tmp_path):
     assert rows == [{"video_id": "os/a", "index": 1, "duration_s": 60.0, "captions": ["lobe retracted", "nerve seen"]}]
     frames = query(tmp_path / "b", "SELECT key, operation_label FROM frame_details ORDER BY key")
     assert frames[-1] == {"key": "os__b__t-000030000", "operation_label": "mesh"}
+
+
+def test_documented_example_imports(tmp_path):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "hierarchy.md").read_text()
+    example = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "ann").mkdir()
+    path = _write(tmp_path / "ann" / "example.json", example)
+    report = import_hierarchy(tmp_path / "b", path)
+    assert (report.videos, report.operations, report.frames, report.errors) == (1, 4, 2, 0)
+    h = load_hierarchy(tmp_path / "b")
+    assert h.videos[0]["path"] == str(tmp_path / "videos" / "yt-3kq9Zx1.mp4")
+    assert h.videos[0]["group_id"] == "patient-0042"
+    assert [o["end_s"] for o in h.operations][:2] == [95.5, 370.0]
+    assert [f["op_index"] for f in h.frames] == [0, 2]
