@@ -86,7 +86,7 @@ def decode_frames(path: str | Path, num_frames: int, size: tuple[int, int]) -> n
             raise DecodeError(f"{path}: no frames")
         idx = np.minimum(((np.arange(num_frames) + 0.5) * n / num_frames).astype(np.int64), n - 1)
         return vr.get_batch(idx.tolist()).asnumpy()
-    except decord.DECORDError as e:
+    except (decord.DECORDError, RuntimeError) as e:  # decord raises RuntimeError when it cannot open a file
         raise DecodeError(f"{path}: decord cannot decode: {e}", detail=str(e)) from e
 
 
@@ -336,6 +336,7 @@ def embed_build(
     clips = pq.read_table(clips_path, columns=["clip_id", "video_id", "path"]).sort_by("clip_id").to_pylist()
     done = _done_ids(build_dir, enc_id)
     todo = [r for r in clips if r["clip_id"] not in done]
+    n_skipped = len(clips) - len(todo)
     if limit is not None:
         todo = todo[:limit]
     parts_dir = _parts_dir(build_dir, enc_id)
@@ -371,7 +372,7 @@ def embed_build(
             pool.shutdown(cancel_futures=True)
     _consolidate(build_dir, enc_id)
     _record_errors(build_dir, [r["clip_id"] for r in todo], errors)
-    return EmbedSummary(enc_id, len(clips), len(clips) - len(todo), n_done, len(errors), time.perf_counter() - t0)
+    return EmbedSummary(enc_id, len(clips), n_skipped, n_done, len(errors), time.perf_counter() - t0)
 
 
 def _record_errors(build_dir: Path, attempted: list[str], errors: list[ErrorRow]) -> None:
