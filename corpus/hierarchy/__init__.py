@@ -1,23 +1,30 @@
 """OpenSurgery-style hierarchies (video → operation → frame): import, validate, split, catalog, export.
 
-Shards are written by :mod:`builders.hierarchy_shards`; see ``docs/hierarchy.md``.
+Shards are written by :mod:`builders.hierarchy_shards`; see ``docs/hierarchy.md``. Names are imported lazily so
+that ``surgcorpus --help`` does not load DuckDB and pyarrow.
 """
 
-from corpus.hierarchy.build import ImportReport, import_hierarchy, load_hierarchy, split_hierarchy, write_hierarchy
-from corpus.hierarchy.demo import make_demo_hierarchy
-from corpus.hierarchy.exports import export_task
-from corpus.hierarchy.models import Hierarchy
-from corpus.hierarchy.validate import Rules, validate
+from __future__ import annotations
 
-__all__ = [
-    "Hierarchy",
-    "ImportReport",
-    "Rules",
-    "export_task",
-    "import_hierarchy",
-    "load_hierarchy",
-    "make_demo_hierarchy",
-    "split_hierarchy",
-    "validate",
-    "write_hierarchy",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Hierarchy": "corpus.hierarchy.models",
+    "ImportReport": "corpus.hierarchy.build",
+    "Rules": "corpus.hierarchy.validate",
+    "export_task": "corpus.hierarchy.exports",
+    "import_hierarchy": "corpus.hierarchy.build",
+    "load_hierarchy": "corpus.hierarchy.build",
+    "make_demo_hierarchy": "corpus.hierarchy.demo",
+    "split_hierarchy": "corpus.hierarchy.build",
+    "validate": "corpus.hierarchy.validate",
+    "write_hierarchy": "corpus.hierarchy.build",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'corpus.hierarchy' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
