@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MANIFEST ?= manifests/demo.yaml
+MANIFEST ?=
 OUT ?= build/$(basename $(notdir $(MANIFEST)))
 WORKERS ?=
 
@@ -39,6 +39,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 corpus: setup
+	@test -n "$(MANIFEST)" || { echo "usage: make corpus MANIFEST=manifests/<corpus>.yaml [OUT=build/<corpus>] [WORKERS=N]" >&2; exit 2; }
 	$(BIN)/surgcorpus build $(MANIFEST) --out $(OUT) $(if $(WORKERS),--workers $(WORKERS))
 
 bench: setup
