@@ -99,6 +99,11 @@ def test_validation_kinds_name_video_and_row(tmp_path):
     assert {(fr["video_id"], fr["op_index"]) for fr in h.frames} == {("os/a", 0), ("os/b", 1)}
 
 
+def test_missing_input_file_is_a_named_error(tmp_path):
+    with pytest.raises(AnnotationError, match=r"nope\.csv: file not found"):
+        import_hierarchy(tmp_path / "b", tmp_path / "nope.csv")
+
+
 def test_csv_missing_column_names_the_file(tmp_path):
     bad = _write(tmp_path / "ops.csv", "video_id,start_s,label\nos/a,0,x\n")
     with pytest.raises(AnnotationError, match=r"ops\.csv: missing column\(s\) end_s"):

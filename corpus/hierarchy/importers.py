@@ -402,7 +402,7 @@ def read_multibypass(
 def sniff_format(path: str | Path) -> Format:
     """Guess the importer from the file name and, for JSON, its top-level shape."""
     path = Path(path)
-    first = _files(path, (".json", ".jsonl", ".csv"))[0] if path.is_dir() else path
+    first = _files(path, (".json", ".jsonl", ".csv"))[0]
     if first.suffix == ".csv":
         with first.open(encoding="utf-8-sig") as fh:
             head = fh.readline().strip().lower()
