@@ -132,3 +132,28 @@ def audit_cmd(
     _print(reports, fmt)
     if report is not None and dataset == "all":
         typer.echo(f"report: {report}")
+
+
+@app.command()
+def build(
+    manifest: Annotated[Path, typer.Argument(help="benchmark manifest or one benchmark source manifest")],
+    root: Annotated[Path, typer.Option("--root", "-r", help="raw folder (benchmark: a folder of <name> folders)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
+    splits: Annotated[Path | None, typer.Option("--splits", "-s", help="folder of published split CSVs")] = None,
+) -> None:
+    """Cut the clips (frame-exact, H.264), write WebDataset shards per dataset and split, and SurgRec CSVs."""
+    import yaml
+
+    from corpus.benchmark.build import build_dataset
+    from corpus.benchmark.spec import load_benchmark, load_benchmark_source
+
+    try:
+        if "sources" in (yaml.safe_load(manifest.read_text()) or {}):
+            todo = [(s, root / s.name) for s in load_benchmark(manifest).sources if (root / s.name).is_dir()]
+        else:
+            todo = [(load_benchmark_source(manifest), root)]
+        for spec, raw in todo:
+            res = build_dataset(spec, raw, out, splits)
+            typer.echo(f"{spec.name}: {res['clips']} clips; {len(res['missing_videos'])} source videos missing")
+    except (SurgcorpusError, KeyError) as exc:
+        _fail(str(exc))
