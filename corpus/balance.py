@@ -209,23 +209,23 @@ def select(
     order = np.argsort(rank, kind="stable")
     s_max = max(1, math.floor(source_cap * budget)) if source_cap is not None else budget
     d_max = max(1, math.floor(domain_cap * budget)) if domain_cap is not None else budget
-    s_count = np.zeros(int(sources.max()) + 1, dtype=np.int64)
-    d_count = np.zeros(int(domains.max()) + 1, dtype=np.int64)
+    s_count = [0] * (int(sources.max()) + 1)
+    d_count = [0] * (int(domains.max()) + 1)
+    codes = bytearray(b"\x01" * n)
     taken = 0
-    src, dom = sources[order].tolist(), domains[order].tolist()
-    for pos, (s, d) in enumerate(zip(src, dom, strict=True)):
+    for i, s, d in zip(order.tolist(), sources[order].tolist(), domains[order].tolist(), strict=True):
         if taken >= budget:
             break
-        i = order[pos]
         if s_count[s] >= s_max:
-            status[i] = 2
+            codes[i] = 2
         elif d_count[d] >= d_max:
-            status[i] = 3
+            codes[i] = 3
         else:
-            status[i] = 0
+            codes[i] = 0
             s_count[s] += 1
             d_count[d] += 1
             taken += 1
+    status = np.frombuffer(bytes(codes), dtype=np.int8).copy()
     return status
 
 
