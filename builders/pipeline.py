@@ -25,6 +25,7 @@ import yaml
 
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
+from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
 from builders.stages.clip import ClipStage
 from builders.stages.dedup import dedup
 from builders.stages.fetch import FetchStage
@@ -36,7 +37,7 @@ from corpus.errors import ErrorRow, ManifestError
 from corpus.ids import native_id_from_path, sample_key, video_id
 from corpus.manifest import CorpusManifest, GlobSpec, Source
 from corpus.progress import console, stage_progress
-from corpus.schemas import write_rows
+from corpus.schemas import table_path, to_table, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
 
 log = logging.getLogger("surgcorpus.build")
@@ -201,6 +202,8 @@ def build(
         write_rows(out, "sources", [_source_row(s, plan) for s in manifest.sources], sort_by=["source"])
 
         timer = _Timer(summary)
+        with timer("annotate"):
+            errors += _annotate(manifest, plan, out)
         with timer("fetch"):
             fetched = executor.run(str(out), FetchStage(str(cache)), plan)
         errors += fetched.errors
@@ -286,6 +289,23 @@ class _Timer:
                 log.info("stage %s: %.2f s", name, summary.stage_seconds[name])
 
         return _Ctx()
+
+
+def _annotate(manifest: CorpusManifest, plan: list[dict], out: Path) -> list[ErrorRow]:
+    """Parse every source's annotations into ``segments`` and ``frame_labels``; returns the error rows."""
+    segments: list[dict] = []
+    frame_labels: list[dict] = []
+    errors: list[ErrorRow] = []
+    for src in manifest.sources:
+        got = annotate_source(src, [r for r in plan if r["source"] == src.name])
+        segments += got.segments
+        frame_labels += got.frame_labels
+        errors += got.errors
+    write_table(to_table(segments, SEGMENTS_OUT, ("video_id", "level", "start_frame")), table_path(out, "segments"))
+    write_table(
+        to_table(frame_labels, FRAME_LABELS_OUT, ("video_id", "level", "frame")), table_path(out, "frame_labels")
+    )
+    return errors
 
 
 def _source_row(src: Source, plan: list[dict]) -> dict:

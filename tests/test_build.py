@@ -145,6 +145,7 @@ def test_rebuild_is_byte_identical_and_skips_work(gen_build, tmp_path):
     fresh = tmp_path / "fresh"
     build(load_manifest(manifest), fresh, workers=1, show_progress=False)
     assert _tar_digests(fresh) == _tar_digests(out)
+
     def rows(out_dir):
         return sorted(json.dumps(r, default=str, sort_keys=True) for r in _table(out_dir, "clips"))
 
@@ -256,6 +257,7 @@ def real_build(tmp_path_factory, real):
                     "root": str(real / "anidhi__homework3_JIGSAWS/JIGSAW"),
                     "videos": {"glob": "Suturing/video/Suturing_D005_*.avi"},
                     "group_pattern": r"^(.*)_capture\d$",
+                    "annotations": {"adapter": "jigsaws", "path": "."},
                 },
             ],
             "clips": {"fps": 4, "size": 96, "seconds": 2},
@@ -294,3 +296,54 @@ def test_real_empty_mp4_lands_in_errors(real_build):
     errors = _table(real_build, "errors")
     assert [(e["stage"], e["kind"]) for e in errors] == [("probe", "zero_frames")]
     assert errors[0]["video_id"].endswith("VID47_13_and_VID43_301_b")
+
+
+def test_real_jigsaws_gestures_attach_to_both_views(real_build, real):
+    segs = _table(real_build, "segments")
+    views = {
+        v: [
+            s for s in segs if s["video_id"] == f"jigsaws/Suturing/video/Suturing_D005_{v}" and s["level"] == "gesture"
+        ]
+        for v in ("capture1", "capture2")
+    }
+    lines = (real / "anidhi__homework3_JIGSAWS/JIGSAW/Suturing/transcriptions/Suturing_D005.txt").read_text().split()
+    assert len(views["capture1"]) == len(views["capture2"]) == len(lines) // 3
+    first = views["capture1"][0]
+    assert (first["start_frame"], first["label"], first["annotation_id"]) == (
+        int(lines[0]),
+        lines[2],
+        "jigsaws/Suturing_D005",
+    )
+    assert not [e for e in _table(real_build, "errors") if e["kind"] == "missing_annotation"]
+
+
+def test_missing_and_malformed_annotations_become_error_rows(tmp_path, generated):
+    from builders.pipeline import plan_videos
+    from builders.stages.annotate import annotate_source
+
+    ann = tmp_path / "ann" / "transcriptions"
+    ann.mkdir(parents=True)
+    (ann / "v1.txt").write_text("1 10 G1 \r\n11 20 G3 \r\n")
+    data = {
+        "name": "a",
+        "sources": [
+            {
+                "name": "site-a",
+                "domain": "laparoscopy",
+                "root": str(generated / "a"),
+                "videos": {"glob": "*.mp4"},
+                "annotations": {"adapter": "jigsaws", "path": str(tmp_path / "ann")},
+            }
+        ],
+    }
+    m = load_manifest(write_manifest(tmp_path / "m.yaml", data))
+    plan, _ = plan_videos(m)
+    got = annotate_source(m.sources[0], plan)
+    assert sorted({s["video_id"] for s in got.segments}) == ["site-a/v1"]
+    assert sorted((e.video_id, e.kind) for e in got.errors) == [
+        ("site-a/v2", "missing_annotation"),
+        ("site-a/v3", "missing_annotation"),
+    ]
+    (ann / "v1.txt").write_text("1 10 G1\nten 20 G3\n")
+    got = annotate_source(m.sources[0], plan)
+    assert [e.kind for e in got.errors] == ["annotation"] and "v1.txt:2" in got.errors[0].message
