@@ -97,6 +97,45 @@ def run_size(n: int, dim: int) -> dict:
     return out
 
 
+def make_build(n: int, dim: int, build_dir: str) -> None:
+    """A synthetic build dir: clips + embeddings Parquet (in its own process, so its memory is not counted)."""
+    import pyarrow as pa
+
+    from corpus.embeddings import embeddings_table
+    from corpus.schemas import CLIPS, table_path, write_table
+
+    x, source, domain = synthetic(n, dim)
+    ids = [f"s{s}/v{i // 50:07d}/{(i % 50) * 4000:09d}" for i, s in enumerate(source.tolist())]
+    order = np.argsort(np.asarray(ids))
+    cols = {
+        "clip_id": pa.array([ids[i] for i in order]),
+        "video_id": pa.array([ids[i].rsplit("/", 1)[0] for i in order]),
+        "source": pa.array([f"s{source[i]}" for i in order]),
+        "domain": pa.array([f"d{domain[i]}" for i in order]),
+        "split": pa.array(["train"] * n),
+    }
+    table = pa.table({f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in CLIPS}, schema=CLIPS)
+    write_table(table, table_path(build_dir, "clips"))
+    write_table(embeddings_table([ids[i] for i in order], "synthetic", x[order]), table_path(build_dir, "embeddings"))
+
+
+def run_build(n: int, build_dir: str) -> dict:
+    """End to end ``balance_build`` on a build dir made by :func:`make_build` (fresh process: its own peak RSS)."""
+    from corpus.balance import BalanceConfig, balance_build
+
+    t = time.perf_counter()
+    summary = balance_build(build_dir, BalanceConfig(temperature=0.0, source_cap=0.3, fraction=0.5))
+    dt = time.perf_counter() - t
+    sizes = {p.name: p.stat().st_size for p in (Path(build_dir) / "tables").glob("*.parquet")}
+    return {
+        "n": n,
+        "balance_build_s": dt,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "n_selected": summary.n_selected,
+        "table_bytes": sizes,
+    }
+
+
 def encoder_throughput(n_clips: int = 12) -> dict:
     from builders.stages.embed import StatsEncoder, decode_frames
 
@@ -129,10 +168,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--e2e-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-make", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-e2e", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--build-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_size(args.child, args.dim)))
+        return
+    if args.child_make:
+        make_build(args.child_make, args.dim, args.build_dir)
+        return
+    if args.child_e2e:
+        print(json.dumps(run_build(args.child_e2e, args.build_dir)))
         return
     runs = []
     for n in args.sizes:
@@ -147,6 +196,16 @@ def main() -> None:
         res["wall_s_with_generation"] = time.perf_counter() - t
         runs.append(res)
         print(json.dumps({k: v for k, v in res.items() if not k.startswith("source")}), flush=True)
+    e2e = []
+    for n in args.e2e_sizes:
+        with tempfile.TemporaryDirectory() as d:
+            common = [str(n), "--dim", str(args.dim), "--build-dir", d]
+            subprocess.run([sys.executable, __file__, "--child-make", *common], check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child-e2e", *common], capture_output=True, text=True, check=True
+            )
+        e2e.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(e2e[-1]), flush=True)
     enc = encoder_throughput()
     print(json.dumps(enc), flush=True)
     base = runs[0]
@@ -158,6 +217,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "note": "2 cores shared with other engineers' jobs; times are wall clock",
         "runs": runs,
+        "balance_build": e2e,
         "encoder": enc,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -167,7 +227,8 @@ def main() -> None:
         "",
         f"Synthetic clustered embeddings (dim {args.dim}, 400 Zipf-sized clusters, 6 sources, one ~10x); "
         "temperature 0, source cap 0.3, budget n/2; leakage search against 2,000 benchmark vectors. "
-        f"{os.cpu_count()} shared cores.",
+        f"{os.cpu_count()} shared cores. Phase times below run under tracemalloc (which slows numpy-heavy code); "
+        "maxrss is each size's own subprocess, including the generated data.",
         "",
         "| clips | levels | k-means s | order s | select s | weights s | leakage s | total s | growth | "
         "maxrss MB | tracemalloc peak MB | source 0 share before -> selected |",
@@ -180,6 +241,15 @@ def main() -> None:
             f"{r['time_growth_vs_first']:.1f}x | {r['maxrss_mb']:.0f} | {r['tracemalloc_peak_mb']:.0f} | "
             f"{r['source_share_before'][0]:.2f} -> {r['source_share_selected'][0]:.2f} |"
         )
+    lines += [
+        "",
+        "End to end `balance_build` (read clips + embeddings Parquet, cluster, select, write clusters/clip_balance "
+        "tables and the HTML report; same data, fraction 0.5):",
+        "",
+        "| clips | seconds | maxrss MB |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['n']:,} | {r['balance_build_s']:.1f} | {r['maxrss_mb']:.0f} |" for r in e2e]
     lines += [
         "",
         f"Default encoder (decord, 8 frames at 64x64, statistics): {enc['s_per_clip_one_process'] * 1000:.0f}"

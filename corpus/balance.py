@@ -388,7 +388,11 @@ def balance_build(build_dir: str | Path, config: BalanceConfig = BalanceConfig()
     src_names, src_codes = np.unique(src_all[eligible].astype(str), return_inverse=True)
     dom_names, dom_codes = np.unique(dom_all[eligible].astype(str), return_inverse=True)
     _check_caps(config, len(src_names), len(dom_names))
-    res = balance_arrays(vectors[emb_index[eligible]], src_codes, dom_codes, config)
+    take = emb_index[eligible]
+    if len(take) != len(vectors) or not np.array_equal(take, np.arange(len(vectors))):
+        vectors = vectors[take]  # only copy when some embedded clips are not eligible
+    res = balance_arrays(vectors, src_codes, dom_codes, config)
+    del vectors
     levels = tuple(len(c) for c in res.hierarchy.centroids)
 
     paths = _paths(res.hierarchy.labels)

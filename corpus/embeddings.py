@@ -80,5 +80,10 @@ def read_embeddings(build_dir: str | Path, encoder: str | None = None) -> tuple[
         encoder = present[0]
     elif encoder not in present:
         raise MissingInput(f"{path}: no embeddings for encoder {encoder!r} (present: {present})")
-    table = table.filter(pc.equal(table["encoder"], encoder)).sort_by("clip_id")
-    return table["clip_id"].to_pylist(), vectors_of(table), encoder
+    if len(present) > 1:
+        table = table.filter(pc.equal(table["encoder"], encoder))
+    ids = table["clip_id"].to_pylist()
+    if any(a > b for a, b in zip(ids, ids[1:], strict=False)):  # written sorted; sort only when it is not
+        table = table.sort_by("clip_id")
+        ids = table["clip_id"].to_pylist()
+    return ids, vectors_of(table), encoder
