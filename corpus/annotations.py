@@ -59,6 +59,7 @@ class ParsedAnnotations:
     segments: list[dict] = field(default_factory=list)
     frame_labels: list[dict] = field(default_factory=list)
     videos: list[dict] = field(default_factory=list)
+    errors: list = field(default_factory=list)  # ErrorRow: items an adapter skipped while parsing the rest
 
     def video_ids(self) -> list[str]:
         return sorted({v["video_id"] for v in self.videos} | {s["video_id"] for s in self.segments})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
@@ -82,6 +82,7 @@ def annotate_source(src: Source, videos: list[dict]) -> Annotated:
     except SurgcorpusError as exc:
         out.errors.append(ErrorRow.from_exception(STAGE, exc, video_id=None, uri=str(path)))
         return out
+    out.errors += [replace(e, stage=STAGE) for e in parsed.errors]  # rows the adapter skipped; the rest applies
     native_of = {aid: aid.split("/", 1)[1] if "/" in aid else aid for aid in parsed.video_ids()}
     match = _matcher(native_of.values())
     annotated_by_native = {n: a for a, n in native_of.items()}

@@ -20,6 +20,7 @@ from corpus.sources import (
     lapgyn4,
     m2cai16,
     multibypass140,
+    opensurgery,
     psiava,
     sarrarp50,
     surgicalactions160,
@@ -41,6 +42,7 @@ ADAPTERS: dict[str, ModuleType] = {
     "colonoscopic": colonoscopic,
     "hyper-kvasir": hyperkvasir,
     "kvasir-capsule": kvasircapsule,
+    "opensurgery-hierarchy": opensurgery,
 }
 
 
