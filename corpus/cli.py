@@ -99,6 +99,8 @@ def build(
         )
     except ToolMissing as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"interrupted: finished work is kept; run the same command to resume ({out})", code=130)
     print_summary(summary)
     if strict and summary.n_errors:
         _fail(f"--strict: {summary.n_errors} error(s) recorded, see `surgcorpus errors --build {out}`", code=1)

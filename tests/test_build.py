@@ -171,7 +171,8 @@ def test_adding_a_video_moves_no_other_video(gen_build, generated, tmp_path):
     assert "site-c/new" in after and all(after[k] == s for k, s in before.items())
 
 
-def test_kill_mid_build_then_resume_gives_the_same_result(gen_build, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_interrupted_build_resumes_to_the_same_result(gen_build, tmp_path, sig):
     manifest, out, _ = gen_build
     target = tmp_path / "killed"
     cmd = [
@@ -183,7 +184,7 @@ def test_kill_mid_build_then_resume_gives_the_same_result(gen_build, tmp_path):
         "--out",
         str(target),
         "--workers",
-        "1",
+        "2",
         "--no-progress",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -191,9 +192,13 @@ def test_kill_mid_build_then_resume_gives_the_same_result(gen_build, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(state.glob("*.json"))) < 2 and proc.poll() is None:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (target / "build.lock").exists(), "the build finished before it could be killed"
+    os.killpg(proc.pid, sig)
+    rc = proc.wait()
+    assert not (target / "build.lock").exists(), "the build finished before it could be interrupted"
+    if sig == signal.SIGINT:
+        assert rc == 130
+        markers = [json.loads(p.read_text()) for p in state.glob("*.json")]
+        assert markers and not [m for m in markers if m["errors"]], "an interrupted unit was cached as failed"
     res = CliRunner().invoke(app, ["build", str(manifest), "--out", str(target), "--workers", "2", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert _tar_digests(target) == _tar_digests(out)

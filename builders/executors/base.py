@@ -77,10 +77,12 @@ def mark_done(build_dir: str | Path, stage: Stage, row: dict, result: UnitResult
     os.replace(tmp, path)
 
 
-def run_unit(build_dir: str, stage: Stage, row: dict) -> UnitResult:
-    """Run one unit in the current process and mark it done unless its errors may go away on retry."""
+def run_unit(build_dir: str, stage: Stage, row: dict, interrupted: Callable[[], bool] = lambda: False) -> UnitResult:
+    """Run one unit in the current process and mark it done, unless its errors may go away on retry or the build
+    was interrupted while it ran (an ffmpeg killed by Ctrl-C fails like a bad file, and must not be cached as one).
+    """
     result = stage.process(row)
-    if result.cacheable:
+    if result.cacheable and not interrupted():
         mark_done(build_dir, stage, row, result)
     return result
 

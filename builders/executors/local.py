@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from builders.executors.base import Executor, StageOutput, check_columns, load_done, run_unit
 from builders.stages.base import Stage, UnitResult
@@ -14,17 +16,30 @@ from corpus.progress import stage_progress
 log = logging.getLogger(__name__)
 
 _STAGE: Stage | None = None
+_INTERRUPTED = False
 
 
-def _init_worker(stage: Stage) -> None:
+def _on_sigint(signum, frame) -> None:
+    """In a worker, Ctrl-C only flags the unit as interrupted: the parent decides to stop, nothing is marked done."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
+
+
+def _init_worker(stage: Stage, build_dir: str) -> None:
+    """Per worker: remember the stage, log to ``<build>/logs/<stage>-<pid>.log``, check tools once."""
     global _STAGE
     _STAGE = stage
+    handler = logging.FileHandler(Path(build_dir) / "logs" / f"{stage.name}-{os.getpid()}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    signal.signal(signal.SIGINT, _on_sigint)
     stage.setup()
 
 
 def _work(build_dir: str, row: dict) -> UnitResult:
     assert _STAGE is not None
-    return run_unit(build_dir, _STAGE, row)
+    return run_unit(build_dir, _STAGE, row, interrupted=lambda: _INTERRUPTED)
 
 
 class LocalExecutor(Executor):
@@ -60,15 +75,21 @@ class LocalExecutor(Executor):
                     max_workers=min(self.workers, len(todo)),
                     mp_context=ctx,
                     initializer=_init_worker,
-                    initargs=(stage,),
+                    initargs=(stage, build_dir),
                 ) as pool:
                     pending = {pool.submit(_work, build_dir, row): row for row in todo}
-                    while pending:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            row = pending.pop(fut)
-                            results[stage.unit_id(row)] = fut.result()
-                            advance(1)
+                    try:
+                        while pending:
+                            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                            for fut in finished:
+                                row = pending.pop(fut)
+                                results[stage.unit_id(row)] = fut.result()
+                                log.info("%s: %s done", stage.name, stage.unit_id(row))
+                                advance(1)
+                    except KeyboardInterrupt:
+                        log.warning("%s: interrupted; %d unit(s) not started", stage.name, len(pending))
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
         out.ran = len(todo)
         for row in rows:
             res = results[stage.unit_id(row)]
