@@ -97,3 +97,37 @@ def test_audit_all_writes_a_report_page(tmp_path):
     text = page.read_text()
     assert text.count("\n| ") >= 16 + 1  # header row + one row per dataset
     assert "| m2cai16-workflow |" in text and "val.csv equals test.csv" in text
+
+
+def test_cat21_plan_reproduces_every_published_clip(bench, tmp_path):
+    """Annotations shaped as the release (per-frame case_NN.csv in training/ and validation/) with each video's
+    phase runs in the order the published indices give; the plan must name exactly the published clips."""
+    pub = published("cat-21")
+    runs: dict[str, dict[int, str]] = {}
+    for p in pub:
+        phase, name = p.split("/")[-2:]
+        case, subset, k = name.removesuffix(".mp4").rsplit("_", 2)
+        runs.setdefault(f"{subset}/{case}", {})[int(k)] = phase
+    for key, by_k in runs.items():
+        assert sorted(by_k) == list(range(len(by_k)))  # indices are contiguous from 0: every run is published
+        order = [by_k[k] for k in sorted(by_k)]
+        rows = [f"{i * 7 + j},{phase}" for i, phase in enumerate(order) for j in range(7)]
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{key}.csv").write_text("Frame,Phase\n" + "\n".join(rows) + "\n")
+    clips = plan(bench.get("cat-21"), tmp_path)
+    assert {c.path for c in clips} == set(pub) and len(clips) == len(pub) == 264
+    assert all(pub[c.path] == c.label_id for c in clips)
+    assert {c.video_file for c in clips if "case_18" in c.path} == {"validation/case_18.mp4"}
+
+
+def test_ldpolypvideo_has_no_naming_scheme_and_audits_splits_only(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "Videos").mkdir(parents=True)
+    (raw / "Videos" / "0_43.avi").write_bytes(b"")
+    runner = CliRunner()
+    res = runner.invoke(app, ["clips", "ldpolypvideo", "--root", str(raw), "--out", str(tmp_path / "c.csv")])
+    assert res.exit_code == 2 and "cannot be derived from the annotations" in res.output
+    res = runner.invoke(app, ["audit", "ldpolypvideo", "--root", str(raw), "--splits", str(SPLITS), "-f", "json"])
+    report = json.loads(res.output)
+    assert res.exit_code == 0 and report["annotation_checked"] is False and report["val_equals_test"] is True
+    assert "random" in report["annotation_not_checked_because"]

@@ -12,6 +12,7 @@ from corpus.errors import AnnotationError
 from corpus.sources import ADAPTERS
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests" / "sources"
 SAMPLES = {
     "cholec80": REAL / "YuemingJin__TMRNet_cholec80_eval/code/eval/matlab-phase/gt-phase",
     "cholect50": REAL / "keellylu__cholect50-val",
@@ -43,6 +44,7 @@ CT50 = {
 MBP = {"phases": [{"start": 0, "end": 2000, "label_name": "preparation", "label_id": 0}], "steps": []}
 C1K_HEADER = "caseId,comment,frame,endFrame,sec,endSec\n"
 KC_HEADER = "filename;video_id;frame_number;finding_category;finding_class\n"
+OSATS_HEADER = "STUDENT,GROUP,TIME,SUTURES,INVESTIGATOR,VIDEO,OSATS_RESPECT,GLOBA_RATING_SCORE\n"
 PSI_MAP = 'label {\n  name: "%s"\n  label_id: %d\n}\n'
 PSI_MAPS = {
     f"ann/annotations/surgery_{k}_list.pbtxt": "".join(PSI_MAP % (f"{k}{i}", i) for i in range(0, 21))
@@ -158,11 +160,47 @@ CASES = {
         {"metadata.csv": KC_HEADER + "a.jpg;v1;ten;Anatomy;Pylorus\n"},
         "metadata.csv:2: frame_number must be an integer",
     ),
+    "cat-21": (
+        {
+            "training/case_01.csv": "Frame,Phase\n0,not_initialized\n1,not_initialized\n2,Incision\n3,Incision\n",
+            "validation/case_18.csv": "0,Incision\n1,Viscoelasticum\n",
+        },
+        [("not_initialized", 0, 2), ("Incision", 2, 4), ("Incision", 0, 1), ("Viscoelasticum", 1, 2)],
+        {"training/case_01.csv": "0,not_initialized\n1,Phacoemulsification\n"},
+        "case_01.csv:2: unknown phase 'Phacoemulsification'",
+    ),
+    "aixsuture": (
+        {
+            "OSATS.csv": OSATS_HEADER + "S1,TUTOR-LED,PRE,3,A,D94Z,2,14\nS1,TUTOR-LED,PRE,3,B,D94Z,2,15\n"
+            "S1,TUTOR-LED,POST,3,A,Z49D,3,20\nS2,E-LEARNING,PRE,3,A,E04A,4,31\n",
+            "video/D94Z.mp4": "",
+        },
+        [("beginner", None, None), ("intermediate", None, None), ("expert", None, None)],
+        {"OSATS.csv": OSATS_HEADER + "S1,TUTOR-LED,PRE,3,A,D94Z,2,14\nS1,TUTOR-LED,PRE,3,B,D94Z,2,44\n"},
+        "OSATS.csv:3: GLOBA_RATING_SCORE 44 outside the OSATS range 8-40",
+    ),
+    "ldpolypvideo": (
+        {
+            "Train/Annotations/7/1.txt": "0\n",
+            "Train/Annotations/7/2.txt": "1\n10 20 110 120\n",
+            "Train/Annotations/7/3.txt": "2\n10 20 110 120\n5 5 9 9\n",
+            "Videos/0_3.avi": "",
+            "Videos/1_4.avi": "",
+        },
+        [("no_polyps", 1, 2), ("polyps", 2, 4), ("no_polyps", None, None), ("polyps", None, None)],
+        {"Test/Annotations/9/1.txt": "2\n10 20 110 120\n"},
+        "1.txt:1: declares 2 polyp(s) but 1 box line(s) follow",
+    ),
 }
 
 
-def test_every_adapter_has_a_case():
-    assert set(CASES) == set(ADAPTERS)
+def test_every_manifest_adapter_exists_and_has_a_case():
+    """Every adapter a benchmark source manifest names is registered and covered by a generated case here."""
+    import yaml
+
+    named = {yaml.safe_load(p.read_text()).get("adapter") for p in MANIFESTS.glob("*.yaml")} - {None}
+    assert named <= set(ADAPTERS), sorted(named - set(ADAPTERS))
+    assert named <= set(CASES), sorted(named - set(CASES))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -183,11 +221,57 @@ def test_adapter_parses_a_generated_file(name, tmp_path):
     files, expected, _, _ = CASES[name]
     parsed = ADAPTERS[name].parse(write(tmp_path, files))
     got = sorted(
-        ((s["label"], s["start_frame"], s["end_frame"]) for s in parsed.segments if s["level"] != "skill"), key=str
+        (
+            (s["label"], s["start_frame"], s["end_frame"])
+            for s in parsed.segments
+            if s["level"] != "skill" or name == "aixsuture"
+        ),
+        key=str,
     )
     assert got == sorted(expected, key=str)
     written = parsed.write(tmp_path / "out")
     assert all(p.is_file() for p in written)
+
+
+def test_cat21_subset_and_video_file(tmp_path):
+    parsed = ADAPTERS["cat-21"].parse(write(tmp_path, CASES["cat-21"][0]))
+    got = {v["native_id"]: (v["subset"], v["video_file"], v["n_frames"]) for v in parsed.videos}
+    assert got == {
+        "case_01": ("training", "training/case_01.mp4", 4),
+        "case_18": ("validation", "validation/case_18.mp4", 2),
+    }
+    assert len(parsed.frame_labels) == 6
+
+
+def test_aixsuture_mean_over_raters_and_xlsx(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for line in CASES["aixsuture"][0]["OSATS.csv"].splitlines():
+        sheet.append([int(c) if c.isdigit() else c for c in line.split(",")])
+    book.save(tmp_path / "OSATS.xlsx")
+    parsed = ADAPTERS["aixsuture"].parse(tmp_path)
+    # D94Z: raters 14 and 15 -> mean 14.5 -> 14 (round half to even) -> beginner
+    got = {s["video_id"]: (s["label"], s["label_id"], s["text"]) for s in parsed.segments}
+    assert got["aixsuture/D94Z"] == ("beginner", 0, "GRS 14.50 (2 raters)")
+    assert got["aixsuture/E04A"][:2] == ("expert", 2)
+    assert {v["native_id"]: v["student"] for v in parsed.videos} == {"D94Z": "S1", "Z49D": "S1", "E04A": "S2"}
+    (tmp_path / "OSATS.xlsx").write_bytes(b"PK not a workbook")
+    with pytest.raises(AnnotationError, match="OSATS.xlsx: not a readable .xlsx workbook"):
+        ADAPTERS["aixsuture"].parse(tmp_path)
+
+
+def test_ldpolypvideo_frames_and_whole_videos(tmp_path):
+    parsed = ADAPTERS["ldpolypvideo"].parse(write(tmp_path, CASES["ldpolypvideo"][0]))
+    whole = {s["video_id"]: (s["level"], s["label_id"], s["text"]) for s in parsed.segments if s["level"] == "video"}
+    assert whole == {
+        "ldpolypvideo/0_3": ("video", 0, "Videos/0_3.avi"),
+        "ldpolypvideo/1_4": ("video", 1, "Videos/1_4.avi"),
+    }
+    assert [(f["frame"], f["label_id"]) for f in parsed.frame_labels] == [(1, 0), (2, 1), (3, 1)]
+    bad_box = write(tmp_path / "b", {"Train/Annotations/2/5.txt": "1\n10 20 5 120\n"})
+    with pytest.raises(AnnotationError, match=r"5.txt:2: box '10 20 5 120' has max before min"):
+        ADAPTERS["ldpolypvideo"].parse(bad_box)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -62,8 +62,11 @@ def _audit_one(spec, root: Path | None, splits: Path | None) -> dict:
     from corpus.benchmark.spec import split_dir
 
     folder = split_dir(spec, splits)
-    planned = plan(spec, root) if root is not None and spec.adapter else None
-    return audit(spec, read_splits(folder), planned, folder)
+    planned = plan(spec, root) if root is not None and spec.adapter and spec.naming else None
+    report = audit(spec, read_splits(folder), planned, folder)
+    if root is not None and planned is None:
+        report["annotation_not_checked_because"] = spec.notes or f"{spec.name} has no adapter or clip naming scheme"
+    return report
 
 
 def _print(reports: list[dict], fmt: str) -> None:

@@ -206,11 +206,27 @@ def plan_folder(segments, videos, spec):
 
 
 def plan_aixsuture(segments, videos, spec):
-    """``video_faststart/<ID>.mp4``: one clip per video, labelled by skill class."""
-    return sorted(
-        (_clip(spec, f"video_faststart/{_native(s['video_id'])}.mp4", s, s["text"] or "", None) for s in segments),
-        key=lambda c: c.path,
-    )
+    """``video_faststart/<ID>.mp4``: one clip per video (the whole video), labelled by skill class."""
+    out = []
+    for s in segments:
+        if _long_enough(s, spec):
+            v = videos.get(s["video_id"], {})
+            video_file = v.get("video_file") or f"video/{_native(s['video_id'])}.mp4"
+            out.append(_clip(spec, f"video_faststart/{_native(s['video_id'])}.mp4", s, video_file, None))
+    return sorted(out, key=lambda c: c.path)
+
+
+def plan_cat21(segments, videos, spec):
+    """``split_clip/<phase>/case_NN_<subset>_KKKK.mp4``: KKKK = 0-based index of the phase run in the video."""
+    out = []
+    for vid, segs in _by_video(segments).items():
+        v = videos.get(vid, {})
+        native, subset = _native(vid), v.get("subset", "training")
+        video_file = v.get("video_file") or f"videos/{native}.mp4"
+        for k, s in enumerate(segs):
+            if _long_enough(s, spec):
+                out.append(_clip(spec, f"split_clip/{s['label']}/{native}_{subset}_{k:04d}.mp4", s, video_file, 25.0))
+    return out
 
 
 PLANNERS: dict[str, Planner] = {
@@ -224,10 +240,16 @@ PLANNERS: dict[str, Planner] = {
     "cataract-1k": plan_cataract1k,
     "folder": plan_folder,
     "aixsuture": plan_aixsuture,
+    "cat-21": plan_cat21,
 }
 
 
 def plan_parsed(parsed: ParsedAnnotations, spec: BenchmarkSource) -> list[PlannedClip]:
+    if spec.naming is None:
+        raise ManifestError(
+            f"{spec.name}: no clip naming scheme: the published clip names cannot be derived from the annotations"
+            + (f" ({spec.notes})" if spec.notes else "")
+        )
     if spec.naming not in PLANNERS:
         raise ManifestError(f"{spec.name}: no clip naming scheme {spec.naming!r} (known: {', '.join(PLANNERS)})")
     videos = {v["video_id"]: v for v in parsed.videos}

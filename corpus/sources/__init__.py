@@ -8,7 +8,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from corpus.sources import (
+    aixsuture,
     autolaparo,
+    cat21,
     cataract1k,
     cataract101,
     cholec80,
@@ -18,6 +20,7 @@ from corpus.sources import (
     jigsaws,
     kvasircapsule,
     lapgyn4,
+    ldpolypvideo,
     m2cai16,
     multibypass140,
     opensurgery,
@@ -42,6 +45,9 @@ ADAPTERS: dict[str, ModuleType] = {
     "colonoscopic": colonoscopic,
     "hyper-kvasir": hyperkvasir,
     "kvasir-capsule": kvasircapsule,
+    "cat-21": cat21,
+    "aixsuture": aixsuture,
+    "ldpolypvideo": ldpolypvideo,
     "opensurgery-hierarchy": opensurgery,
 }
 
