@@ -9,11 +9,20 @@ Writes ``<build>/shards/<level>/<split>/<name>-<level>-<split>-%06d.tar`` (level
   ``.json`` (neighbouring operation texts, order, hard negatives);
 - frame ``<video-key>__t-<ms:09d>``: ``.jpg``, ``.txt`` (caption, when there is one), ``.json``.
 
-Hard negatives (in each ``.json``, within the same split, at most ``max_negatives`` chosen by a seeded hash):
-other videos of the same surgery type; for operations also the other operations of the same video and the
-same-label operations of other videos. Samples are written video by video (videos in key order, then index/time);
-every tar member has a fixed mtime, user and mode, and each tar is written under a temp name and renamed, so a
-rebuild from the same tables and media gives byte-identical shards.
+Two passes. The **media** pass is one resumable unit per video (:class:`HierarchyMediaStage`, run by the local
+executor with ``_state/hierarchy-media/`` markers): it decodes the video's frames and operation clips into
+``<build>/cache/hierarchy-media/<video-key>.tar``. A video whose media file (path, size, mtime), media settings
+(``n_frames``, ``size``, ``clip_fps``, ``crf``, ``jpeg_quality``) and operation/frame times are unchanged, and whose
+cached tar is still there with its recorded size, is skipped. An ffmpeg failure on one operation or frame (or on
+the video sample's frames) becomes an error row naming the video and the sample key (``clip_id``); the video's
+other samples are still written. The **assembly** pass adds text and metadata and writes the shards.
+
+Hard negatives (in each ``.json``, within the same split, among samples that were written, at most
+``max_negatives`` chosen by a seeded hash): other videos of the same surgery type; for operations also the other
+operations of the same video and the same-label operations of other videos. Samples are written video by video
+(videos in key order, then index/time); every tar member has a fixed mtime, user and mode, and each tar is written
+under a temp name and renamed, so a rebuild (fresh or resumed) from the same tables and media gives byte-identical
+shards.
 
 >>> write_hierarchy_shards("build/opensurgery", media="videos/")  # doctest: +SKIP
 {'video/test': 120, 'video/train': 280, ...}
@@ -22,18 +31,23 @@ rebuild from the same tables and media gives byte-identical shards.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import ffmpeg
 import webdataset as wds
 
-from corpus.errors import ProbeError, ToolMissing
+from builders.executors.local import LocalExecutor
+from builders.stages.base import Stage, UnitResult, stable_hash
+from corpus.errors import DecodeError, ErrorRow, ProbeError, ToolMissing
 from corpus.hierarchy.models import humanize
 from corpus.hierarchy.schemas import (
     SHARD_ERROR_STAGE,
@@ -43,6 +57,10 @@ from corpus.hierarchy.schemas import (
 )
 
 MTIME = 0.0
+MEDIA_STAGE = "hierarchy-media"
+CACHE_DIR = Path("cache") / "hierarchy-media"
+MEDIA_VERSION = 2  # bump when the media pass changes what it writes for the same inputs
+MEDIA_TOLERANCE_S = 0.5  # how far past the media's end a frame time may be (it is clamped to the last frame)
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,10 @@ class ShardSettings:
     max_bytes: int = 1 << 30
     max_negatives: int = 32
     seed: int = 0
+
+    def media(self) -> dict:
+        """The settings the decoded media depend on (a change redoes the media pass of every video)."""
+        return {k: getattr(self, k) for k in ("n_frames", "size", "clip_fps", "crf", "jpeg_quality")}
 
 
 def check_tools() -> None:
@@ -115,6 +137,9 @@ class _ShardSeries:
         self.rows.append({**meta, "key": sample["__key__"], "shard": shard, "members": members, "bytes": size})
 
 
+# -- ffmpeg --------------------------------------------------------------------------------------------------------
+
+
 def _probe(path: Path) -> tuple[float, float]:
     """(duration in s, frame rate) of a video, from ffprobe."""
     info = ffmpeg.probe(str(path))
@@ -141,21 +166,48 @@ def _scale(node, size: int | None):
 _RUN = ("-nostdin", "-loglevel", "error", "-y", "-fflags", "+bitexact", "-threads", "1")
 
 
-def _grab_frames(path: Path, times: list[float], out: Path, settings: ShardSettings, tag: str) -> list[Path]:
-    """JPEG frames at ``times`` (accurate input seeks), one ffmpeg call per 32 frames."""
+def _stderr(exc: Exception) -> str:
+    return (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[-2000:]
+
+
+def _grab_frames(
+    path: Path, times: list[float], out: Path, settings: ShardSettings, tag: str
+) -> tuple[list[bytes | None], list[str]]:
+    """JPEG frames at ``times`` (accurate input seeks), one ffmpeg call per 32 frames.
+
+    Returns each frame's bytes (None where ffmpeg failed or wrote nothing: a damaged or truncated file) and the
+    stderr of each failed frame. A failed batch is retried frame by frame, so one bad time loses one frame.
+    """
     files = [out / f"{tag}{i:06d}.jpg" for i in range(len(times))]
-    for lo in range(0, len(times), 32):
+    stderr = [""] * len(times)
+
+    def run(idx: list[int]) -> None:
         outs = [
-            _scale(ffmpeg.input(str(path), ss=f"{t:.3f}"), settings.size).output(
-                str(f), vframes=1, **{"q:v": settings.jpeg_quality, "flags:v": "+bitexact"}
+            _scale(ffmpeg.input(str(path), ss=f"{times[i]:.3f}"), settings.size).output(
+                str(files[i]), vframes=1, **{"q:v": settings.jpeg_quality, "flags:v": "+bitexact"}
             )
-            for t, f in zip(times[lo : lo + 32], files[lo : lo + 32], strict=True)
+            for i in idx
         ]
         ffmpeg.merge_outputs(*outs).global_args(*_RUN).run(capture_stdout=True, capture_stderr=True)
-    return files
+
+    for lo in range(0, len(times), 32):
+        batch = list(range(lo, min(lo + 32, len(times))))
+        try:
+            run(batch)
+        except ffmpeg.Error:
+            for i in batch:
+                files[i].unlink(missing_ok=True)
+                try:
+                    run([i])
+                except ffmpeg.Error as exc:
+                    files[i].unlink(missing_ok=True)
+                    stderr[i] = _stderr(exc)
+    frames = [f.read_bytes() if f.is_file() and f.stat().st_size else None for f in files]
+    return frames, stderr
 
 
-def _cut_clip(path: Path, start: float, end: float, out: Path, settings: ShardSettings) -> Path:
+def _cut_clip(path: Path, start: float, end: float, out: Path, settings: ShardSettings) -> bytes:
+    """The operation ``start``–``end`` re-encoded (H.264); raises ``ffmpeg.Error`` or ``DecodeError`` (no frames)."""
     node = _scale(ffmpeg.input(str(path), ss=f"{start:.3f}", t=f"{end - start:.3f}"), settings.size)
     if settings.clip_fps:
         node = node.filter("fps", settings.clip_fps)
@@ -170,7 +222,128 @@ def _cut_clip(path: Path, start: float, end: float, out: Path, settings: ShardSe
         "movflags": "+faststart",
     }
     node.output(str(out), **opts).global_args(*_RUN).run(capture_stdout=True, capture_stderr=True)
+    # ffmpeg exits 0 when the input ends early (a truncated download): an mp4 without frames is a failure too
+    try:
+        streams = ffmpeg.probe(str(out))["streams"] if out.is_file() else []
+    except ffmpeg.Error:
+        streams = []
+    n = next((int(s.get("nb_frames") or 0) for s in streams if s.get("codec_type") == "video"), 0)
+    if n == 0:
+        raise DecodeError(f"ffmpeg wrote no frames for {start:.3f}-{end:.3f} s")
+    return out.read_bytes()
+
+
+# -- the media pass: one resumable unit per video --------------------------------------------------------------
+
+
+def _error(vid: str, uri: str, kind: str, message: str, key: str | None = None, detail: str = "") -> ErrorRow:
+    return ErrorRow(SHARD_ERROR_STAGE, vid, uri, kind, message[:500], clip_id=key, detail=detail)
+
+
+def _write_member_tar(members: dict[str, bytes], dest: Path) -> None:
+    """A tar of ``members`` in name order with fixed metadata, written under a temp name and renamed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(members[name]), int(MTIME), 0o444
+            tar.addfile(info, io.BytesIO(members[name]))
+    os.replace(tmp, dest)
+
+
+def _read_member_tar(path: Path) -> dict[str, dict[str, bytes]]:
+    """sample key → {extension: bytes} of a media tar."""
+    out: dict[str, dict[str, bytes]] = defaultdict(dict)
+    with tarfile.open(path) as tar:
+        for info in tar:
+            key, _, ext = info.name.partition(".")
+            out[key][ext] = tar.extractfile(info).read()
     return out
+
+
+class HierarchyMediaStage(Stage):
+    """Decode one video's samples (video frames, operation clips, frames) into ``cache/hierarchy-media/<key>.tar``.
+
+    A unit row: ``video_id``, ``key``, ``media`` (the local file), ``ops`` (``[key, start_s, end_s]``) and
+    ``frames`` (``[key, t_s]``). Output row: ``video_id, duration_s, fps, frame_times_s, cache``.
+    """
+
+    name: ClassVar[str] = MEDIA_STAGE
+    requires: ClassVar[tuple[str, ...]] = ("video_id", "key", "media", "ops", "frames")
+
+    def __init__(self, build_dir: str, settings: ShardSettings) -> None:
+        self.build_dir = build_dir
+        self.settings = settings
+
+    def setup(self) -> None:
+        check_tools()
+
+    def fingerprint(self, row: dict) -> str:
+        try:
+            st = os.stat(row["media"])
+            stat = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stat = ("missing",)
+        return stable_hash(MEDIA_VERSION, row["media"], *stat, self.settings.media(), row["ops"], row["frames"])
+
+    def process(self, row: dict) -> UnitResult:
+        vid, key, path = row["video_id"], row["key"], Path(row["media"])
+        try:
+            duration, fps = _probe(path)
+        except ffmpeg.Error as exc:
+            msg = f"{path}: video {vid}: ffprobe failed: {exc}"
+            return UnitResult(errors=[_error(vid, str(path), "unreadable", msg, detail=_stderr(exc))])
+        except ProbeError as exc:
+            return UnitResult(errors=[_error(vid, str(path), exc.kind, f"video {vid}: {exc}")])
+        last = max(0.0, duration - 1.5 / fps)
+        n = self.settings.n_frames
+        times = [round((i + 0.5) * duration / n, 3) for i in range(n)]
+        members: dict[str, bytes] = {}
+        errors: list[ErrorRow] = []
+        with tempfile.TemporaryDirectory(prefix="hmedia-") as tmp_name:
+            tmp = Path(tmp_name)
+            jpgs, stderr = _grab_frames(path, [min(t, last) for t in times], tmp, self.settings, "v")
+            bad = [f"{t:g}" for t, j in zip(times, jpgs, strict=True) if j is None]
+            if bad:
+                msg = f"{path}: video {vid}: video sample {key}: ffmpeg gave no frame at {', '.join(bad)} s"
+                errors.append(_error(vid, str(path), "decode", msg, key, next((s for s in stderr if s), "")))
+            else:
+                members |= {f"{key}.{i:03d}.jpg": j for i, j in enumerate(jpgs)}
+
+            for op_key, start, end in row["ops"]:
+                where = f"{path}: video {vid}: operation {op_key} ({start:g}-{end:g} s)"
+                if start >= duration:
+                    msg = f"{where}: starts after the media ends ({duration:g} s)"
+                    errors.append(_error(vid, str(path), "outside_media", msg, op_key))
+                    continue
+                try:
+                    members[f"{op_key}.mp4"] = _cut_clip(
+                        path, start, min(end, duration), tmp / f"{op_key}.mp4", self.settings
+                    )
+                except (ffmpeg.Error, DecodeError) as exc:
+                    reason = "ffmpeg failed" if isinstance(exc, ffmpeg.Error) else str(exc)
+                    errors.append(_error(vid, str(path), "decode", f"{where}: {reason}", op_key, _stderr(exc)))
+
+            wanted = [(k, t) for k, t in row["frames"] if t <= duration + MEDIA_TOLERANCE_S]
+            for k, t in row["frames"]:
+                if t > duration + MEDIA_TOLERANCE_S:
+                    msg = f"{path}: video {vid}: frame {k} at {t:g} s is past the media's end ({duration:g} s)"
+                    errors.append(_error(vid, str(path), "outside_media", msg, k))
+            jpgs, stderr = _grab_frames(path, [min(t, last) for _, t in wanted], tmp, self.settings, "f")
+            for (k, t), jpg, err in zip(wanted, jpgs, stderr, strict=True):
+                if jpg is None:
+                    msg = f"{path}: video {vid}: frame {k} at {t:g} s: ffmpeg gave no frame"
+                    errors.append(_error(vid, str(path), "decode", msg, k, err))
+                else:
+                    members[f"{k}.jpg"] = jpg
+        rel = str(CACHE_DIR / f"{key}.tar")
+        _write_member_tar(members, Path(self.build_dir) / rel)
+        out = {"video_id": vid, "duration_s": duration, "fps": fps, "frame_times_s": times, "cache": rel}
+        return UnitResult(rows=[out], files=[rel], errors=errors)
+
+
+# -- assembly ----------------------------------------------------------------------------------------------------
 
 
 def _pick(keys: list[str], settings: ShardSettings, anchor: str) -> list[str]:
@@ -191,15 +364,20 @@ def resolve_media(video: dict, media: Path | None) -> Path | None:
 
 
 def write_hierarchy_shards(
-    build_dir: str | Path, *, media: str | Path | None = None, settings: ShardSettings = ShardSettings()
+    build_dir: str | Path,
+    *,
+    media: str | Path | None = None,
+    settings: ShardSettings = ShardSettings(),
+    workers: int = 1,
 ) -> dict[str, int]:
     """Write the three shard levels of ``build_dir``; returns samples per ``<level>/<split>``.
 
-    A video whose media file is missing or unreadable lands in ``errors`` (stage ``hierarchy-shard``) with all
-    its samples left out; the other videos are written.
+    The media pass runs on ``workers`` local processes and resumes video by video (see the module docstring). A
+    video whose media file is missing or unreadable lands in ``errors`` (stage ``hierarchy-shard``) with all its
+    samples left out; a failed operation or frame loses only that sample. The other videos are written.
     """
     check_tools()
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()
     media = Path(media) if media is not None else None
     videos = sorted(read_hier_table(build_dir, "hier_videos"), key=lambda v: v["key"])
     ops_of: dict[str, list[dict]] = defaultdict(list)
@@ -208,13 +386,42 @@ def write_hierarchy_shards(
     frames_of: dict[str, list[dict]] = defaultdict(list)
     for f in sorted(read_hier_table(build_dir, "frames"), key=lambda f: f["t_s"]):
         frames_of[f["video_id"]].append(f)
+
+    errors: list[dict] = []
+    units: list[dict] = []
+    for v in videos:
+        vid = v["video_id"]
+        path = resolve_media(v, media)
+        if path is None:
+            msg = f"video {vid}: no media file (path {v.get('path')!r}, media folder {media})"
+            errors.append(_error(vid, v.get("path"), "missing_file", msg).to_dict())
+            continue
+        units.append(
+            {
+                "video_id": vid,
+                "key": v["key"],
+                "media": str(path.resolve()),
+                "ops": [[o["key"], o["start_s"], o["end_s"]] for o in ops_of[vid]],
+                "frames": [[f["key"], f["t_s"]] for f in frames_of[vid]],
+            }
+        )
+    done = LocalExecutor(workers, show_progress=False).run(
+        str(build_dir), HierarchyMediaStage(str(build_dir), settings), units
+    )
+    errors += [e.to_dict() for e in done.errors]
+    decoded = {r["video_id"]: r for r in done.rows}
+    samples_of = {vid: _read_member_tar(build_dir / r["cache"]) for vid, r in decoded.items()}
+
     split_of = {v["video_id"]: v.get("split") or "unsplit" for v in videos}
     by_type: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     by_label: dict[tuple[str, str | None], list[tuple[str, str]]] = defaultdict(list)
     for v in videos:
-        by_type[(split_of[v["video_id"]], v.get("surgery_type"))].append(v["key"])
+        got = samples_of.get(v["video_id"], {})
+        if v["key"] in got:
+            by_type[(split_of[v["video_id"]], v.get("surgery_type"))].append(v["key"])
         for o in ops_of[v["video_id"]]:
-            by_label[(split_of[v["video_id"]], o.get("label"))].append((v["video_id"], o["key"]))
+            if o["key"] in got:
+                by_label[(split_of[v["video_id"]], o.get("label"))].append((v["video_id"], o["key"]))
 
     series: dict[tuple[str, str], _ShardSeries] = {}
 
@@ -224,41 +431,13 @@ def write_hierarchy_shards(
             series[(level, split)] = _ShardSeries(folder, f"{settings.name}-{level}-{split}", settings, build_dir)
         series[(level, split)].write(sample, {"level": level, "split": split, "video_id": video_id})
 
-    errors: list[dict] = []
     for v in videos:
-        vid, split = v["video_id"], split_of[v["video_id"]]
-        path = resolve_media(v, media)
-        if path is None:
-            errors.append(
-                {
-                    "stage": SHARD_ERROR_STAGE,
-                    "video_id": vid,
-                    "uri": v.get("path"),
-                    "kind": "missing_file",
-                    "message": f"video {vid}: no media file (path {v.get('path')!r}, media folder {media})",
-                }
-            )
+        vid = v["video_id"]
+        if vid not in decoded:
             continue
-        try:
-            with tempfile.TemporaryDirectory(prefix="hshard-") as tmp:
-                samples = _video_samples(
-                    v, path, ops_of[vid], frames_of[vid], Path(tmp), settings, by_type, by_label, split
-                )
-        except (ffmpeg.Error, ProbeError) as exc:
-            stderr = getattr(exc, "stderr", b"") or b""
-            errors.append(
-                {
-                    "stage": SHARD_ERROR_STAGE,
-                    "video_id": vid,
-                    "uri": str(path),
-                    "kind": "decode",
-                    "message": f"{path}: video {vid}: ffmpeg/ffprobe failed: {exc!r}"[:500],
-                    "detail": stderr.decode(errors="replace")[-2000:],
-                }
-            )
-            continue
-        for level, sample in samples:
-            put(level, split, sample, vid)
+        ctx = _Context(settings, by_type, by_label, split_of[vid])
+        for level, sample in _video_samples(v, decoded[vid], ops_of[vid], frames_of[vid], samples_of[vid], ctx):
+            put(level, split_of[vid], sample, vid)
 
     counts, rows = {}, []
     keep: set[Path] = set()
@@ -270,6 +449,10 @@ def write_hierarchy_shards(
     for stale in sorted((build_dir / "shards").glob("*/*/*.tar")) if (build_dir / "shards").exists() else []:
         if stale not in keep and stale.name.startswith(f"{settings.name}-"):
             stale.unlink()
+    cached = {build_dir / r["cache"] for r in decoded.values()}
+    for stale in sorted((build_dir / CACHE_DIR).glob("*.tar")):
+        if stale not in cached:  # a video no longer in the tables
+            stale.unlink()
     write_hier_table(build_dir, "hier_shards", rows)
     write_hierarchy_errors(build_dir, errors, stage=SHARD_ERROR_STAGE)
     from corpus.hierarchy.catalog import write_catalog
@@ -278,22 +461,21 @@ def write_hierarchy_shards(
     return counts
 
 
+@dataclass(frozen=True)
+class _Context:
+    settings: ShardSettings
+    by_type: dict
+    by_label: dict
+    split: str
+
+
 def _video_samples(
-    v: dict,
-    path: Path,
-    ops: list[dict],
-    frames: list[dict],
-    tmp: Path,
-    settings: ShardSettings,
-    by_type: dict,
-    by_label: dict,
-    split: str,
+    v: dict, decoded: dict, ops: list[dict], frames: list[dict], media: dict[str, dict[str, bytes]], ctx: _Context
 ) -> list[tuple[str, dict[str, bytes]]]:
-    """All samples of one video: its video sample, operation samples and frame samples."""
+    """The samples of one video whose media were decoded: its video sample, operation and frame samples."""
+    settings, split = ctx.settings, ctx.split
     vid, key = v["video_id"], v["key"]
-    duration, fps = _probe(path)
-    last = max(0.0, duration - 1.5 / fps)
-    same_type = _pick([k for k in by_type[(split, v.get("surgery_type"))] if k != key], settings, key)
+    same_type = _pick([k for k in ctx.by_type[(split, v.get("surgery_type"))] if k != key], settings, key)
     op_list = [
         {
             "index": o["index"],
@@ -307,30 +489,29 @@ def _video_samples(
     ]
     out: list[tuple[str, dict[str, bytes]]] = []
 
-    times = [round((i + 0.5) * duration / settings.n_frames, 3) for i in range(settings.n_frames)]
-    jpgs = _grab_frames(path, [min(t, last) for t in times], tmp, settings, "v")
-    sample: dict[str, bytes] = {"__key__": key}
-    for i, f in enumerate(jpgs):
-        sample[f"{i:03d}.jpg"] = f.read_bytes()
-    meta = {
-        k: v.get(k)
-        for k in ("video_id", "key", "split", "surgery_type", "title", "description", "url", "license", "source")
-    }
-    meta |= {
-        "duration_s": duration,
-        "frame_times_s": times,
-        "operations": op_list,
-        "n_operations": len(op_list),
-        "hard_negatives": {"same_surgery_type_videos": same_type},
-    }
-    sample["txt"] = (v.get("description") or v.get("title") or "").encode()
-    sample["json"] = _json(meta)
-    out.append(("video", sample))
+    if key in media:
+        meta = {
+            k: v.get(k)
+            for k in ("video_id", "key", "split", "surgery_type", "title", "description", "url", "license", "source")
+        }
+        meta |= {
+            "duration_s": decoded["duration_s"],
+            "frame_times_s": decoded["frame_times_s"],
+            "operations": op_list,
+            "n_operations": len(op_list),
+            "hard_negatives": {"same_surgery_type_videos": same_type},
+        }
+        sample: dict[str, bytes] = {"__key__": key, **media[key]}
+        sample["txt"] = (v.get("description") or v.get("title") or "").encode()
+        sample["json"] = _json(meta)
+        out.append(("video", sample))
 
+    written_ops = [x["key"] for x in op_list if x["key"] in media]
     for o in ops:
+        if o["key"] not in media:
+            continue
         i, n = o["index"], len(ops)
-        clip = _cut_clip(path, o["start_s"], min(o["end_s"], duration), tmp / f"op{i:03d}.mp4", settings)
-        same_label = [k for (ov, k) in by_label[(split, o.get("label"))] if ov != vid]
+        same_label = [k for (ov, k) in ctx.by_label[(split, o.get("label"))] if ov != vid]
         meta = {
             "video_id": vid,
             "video_key": key,
@@ -347,20 +528,18 @@ def _video_samples(
             "next": op_list[i + 1] if i + 1 < n else None,
             "order": {"index": i, "n_operations": n, "position": i / (n - 1) if n > 1 else 0.0},
             "hard_negatives": {
-                "same_video_operations": [x["key"] for x in op_list if x["index"] != i],
+                "same_video_operations": [k for k in written_ops if k != o["key"]],
                 "same_label_other_videos": _pick(same_label, settings, o["key"]),
                 "same_surgery_type_videos": same_type,
             },
         }
         out.append(
-            (
-                "operation",
-                {"__key__": o["key"], "mp4": clip.read_bytes(), "txt": _text(o).encode(), "json": _json(meta)},
-            )
+            ("operation", {"__key__": o["key"], **media[o["key"]], "txt": _text(o).encode(), "json": _json(meta)})
         )
 
-    jpgs = _grab_frames(path, [min(f["t_s"], last) for f in frames], tmp, settings, "f")
-    for f, jpg in zip(frames, jpgs, strict=True):
+    for f in frames:
+        if f["key"] not in media:
+            continue
         op = ops[f["op_index"]] if f.get("op_index") is not None else None
         meta = {
             "video_id": vid,
@@ -376,7 +555,7 @@ def _video_samples(
             "surgery_type": v.get("surgery_type"),
             "hard_negatives": {"same_surgery_type_videos": same_type},
         }
-        sample = {"__key__": f["key"], "jpg": jpg.read_bytes(), "json": _json(meta)}
+        sample = {"__key__": f["key"], **media[f["key"]], "json": _json(meta)}
         if f.get("caption"):
             sample["txt"] = f["caption"].encode()
         out.append(("frame", sample))

@@ -192,6 +192,7 @@ def build(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(out)
+    own_executor = executor is None
     executor = executor or LocalExecutor(workers, show_progress=show_progress)
     summary = BuildSummary(out)
     cache = Path(cache_dir) if cache_dir else Path(os.environ.get("SURGCORPUS_CACHE", out / "cache"))
@@ -268,6 +269,8 @@ def build(
         log.info("done: %d videos, %d clips, %d errors", summary.videos, summary.clips, summary.n_errors)
         return summary
     finally:
+        if own_executor:
+            executor.close()
         logging.getLogger().removeHandler(handler)
         handler.close()
 

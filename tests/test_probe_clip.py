@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from builders.stages.clip import ClipStage
@@ -120,3 +122,33 @@ def test_real_clip_is_cut(real, tmp_path):
         ClipSpec(fps=5, size=128, seconds=1),
     )
     assert len(res.rows) == 5 and all(r["n_frames"] == 5 for r in res.rows)
+
+
+def test_probe_reports_audio_stream(tmp_path):
+    path = tmp_path / "av.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x64:rate=10",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        check=True,
+    )
+    facts = probe_video(str(path))
+    assert facts["has_audio"] and facts["n_frames"] == 20 and facts["fps"] == 10
+    assert not probe_video(str(make_video(tmp_path / "silent.mp4", 1)))["has_audio"]

@@ -99,6 +99,9 @@ class Executor:
     ) -> StageOutput:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release workers; the executor may be used again afterwards."""
+
 
 def check_columns(stage: Stage, rows: list[dict]) -> None:
     """Fail before any unit starts when input rows lack a column the stage reads."""

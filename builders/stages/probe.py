@@ -50,15 +50,14 @@ def probe_video(path: str) -> dict:
     """
     info = _ffprobe(
         path,
-        select_streams="v:0",
         count_packets=None,
         show_entries=(
-            "stream=codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,duration:"
-            "stream_side_data=rotation:stream_tags=rotate:format=duration"
+            "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,"
+            "duration:stream_side_data=rotation:stream_tags=rotate:format=duration"
         ),
     )
-    full = _ffprobe(path, show_entries="stream=codec_type")
-    streams = info.get("streams") or []
+    all_streams = info.get("streams") or []
+    streams = [s for s in all_streams if s.get("codec_type") == "video"]
     if not streams:
         raise EmptyVideo(f"{path}: no video stream (zero frames)")
     st = streams[0]
@@ -87,7 +86,7 @@ def probe_video(path: str) -> dict:
         "fps": fps,
         "duration_s": duration,
         "rotation": rotation % 360,
-        "has_audio": any(s.get("codec_type") == "audio" for s in full.get("streams") or []),
+        "has_audio": any(s.get("codec_type") == "audio" for s in all_streams),
         "n_frames": n_frames,
         "n_frames_header": header,
         "frames_counted": counted,
