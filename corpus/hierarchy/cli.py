@@ -121,13 +121,17 @@ def shard(
     ] = 224,
     max_samples: Annotated[int, typer.Option(help="samples per shard", show_default=True)] = 1000,
     seed: Annotated[int, typer.Option(help="seed of hard-negative selection", show_default=True)] = 0,
+    workers: Annotated[int, typer.Option(help="processes decoding videos", show_default=True)] = 1,
 ) -> None:
-    """Write hierarchical WebDataset shards: shards/<level>/<split>/<name>-<level>-<split>-%06d.tar."""
+    """Write hierarchical WebDataset shards: shards/<level>/<split>/<name>-<level>-<split>-%06d.tar.
+
+    Resumable: videos whose media, media settings and annotation times are unchanged are not decoded again.
+    """
     from builders.hierarchy_shards import ShardSettings, write_hierarchy_shards
 
     settings = ShardSettings(name=name, n_frames=n_frames, size=size or None, max_samples=max_samples, seed=seed)
     try:
-        counts = write_hierarchy_shards(build, media=media, settings=settings)
+        counts = write_hierarchy_shards(build, media=media, settings=settings, workers=workers)
     except ToolMissing as exc:
         _fail(str(exc))
     for key, n in counts.items():
