@@ -5,7 +5,10 @@ URIs, absolute or relative to the source root (a local folder, an ``http(s)://``
 - a plain path or ``file://`` URI: used in place (never copied); sha256 and size are computed;
 - ``http(s)://``: streamed into the content-addressed cache with Range resume and retries (``builders.stages.http``);
 - ``hf://[datasets/]<owner>/<repo>[@revision]/<path>`` (or ``.../<path>@revision``): ``hf_hub_download`` into
-  ``<cache>/hf`` (honouring ``HF_ENDPOINT`` at call time), then linked to its content address.
+  ``<cache>/hf`` (honouring ``HF_ENDPOINT`` at call time), then linked to its content address;
+- ``youtube://<id>`` or a YouTube URL (watch, ``youtu.be``, shorts; sources with ``access: youtube``): yt-dlp
+  (``builders.stages.youtube``), only when it is installed; otherwise a ``fetch`` error row saying so. A YouTube
+  page is never a video file, so such URLs are never fetched as plain HTTP.
 
 Downloads land in ``<cache>/sha256/<aa>/<sha256><ext>``; with a known checksum a cached file is used without a request.
 A checksum or size mismatch raises ``ChecksumMismatch`` and leaves no file under the expected name.
@@ -23,7 +26,7 @@ from typing import ClassVar
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
-from builders.stages import cas, http
+from builders.stages import cas, http, youtube
 from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import Fetched
 from corpus.errors import (
@@ -78,6 +81,15 @@ def fetch_uri(
     if scheme in ("", "file"):
         path = _file_path(target) if scheme else target
         return _fetch_local(path, expected_sha256, expected_bytes)
+    if scheme == "youtube" or (scheme in ("http", "https") and youtube.is_youtube(target)):
+        return youtube.download(
+            target,
+            cache_dir,
+            expected_sha256=expected_sha256,
+            expected_bytes=expected_bytes,
+            retries=retries,
+            timeout_s=timeout_s,
+        )
     if scheme in ("http", "https"):
         return http.download(
             target,
@@ -90,7 +102,9 @@ def fetch_uri(
         )
     if scheme == "hf":
         return _fetch_hf(target, cache_dir, expected_sha256, expected_bytes, retries, backoff_s, timeout_s)
-    raise ManifestError(f"{uri}: unsupported URI scheme {scheme!r} (use a path, file://, http(s):// or hf://)")
+    raise ManifestError(
+        f"{uri}: unsupported URI scheme {scheme!r} (use a path, file://, http(s)://, hf:// or youtube://)"
+    )
 
 
 def _scheme(uri: str) -> str:

@@ -5,6 +5,7 @@ surgcorpus hierarchy split --build DIR --test-fraction 0.3 --seed 0 [--groups de
 surgcorpus hierarchy shard --build DIR [--media FOLDER]
 surgcorpus hierarchy export --build DIR --task tal|retrieval|recognition --out FILE
 surgcorpus hierarchy demo --out DIR
+surgcorpus hierarchy video-list LIST --source NAME --manifest SRC.yaml [--records VIDEOS.jsonl]
 """
 
 from __future__ import annotations
@@ -148,6 +149,41 @@ def export(
     from corpus.hierarchy.exports import export_task
 
     typer.echo(str(export_task(build, task, out)))
+
+
+@app.command("video-list")
+def video_list(
+    path: Annotated[Path, typer.Argument(help="video list: CSV, JSONL or JSON list (youtube_id/url/path, title...)")],
+    source: Annotated[str, typer.Option(help="source name (video ids are <source>/<youtube id or id>)")],
+    manifest: Annotated[Path, typer.Option(help="source manifest YAML to write")],
+    records: Annotated[
+        Path | None, typer.Option(help="also write video records (JSONL) for `hierarchy import`")
+    ] = None,
+    domain: Annotated[str, typer.Option(help="the source's domain", show_default=True)] = "open",
+    license: Annotated[
+        str, typer.Option(help="license text for the source", show_default=True)
+    ] = "see each video's uploader",
+) -> None:
+    """Turn a public video list (YouTube ids/URLs with titles, or local copies) into a source manifest."""
+    from corpus.errors import ManifestError
+    from corpus.video_lists import read_video_list, to_records, to_source, write_source_manifest
+
+    try:
+        vl = read_video_list(path)
+        src = to_source(vl, source, domain=domain, license=license)
+    except (AnnotationError, ManifestError, ValueError) as exc:
+        _fail(str(exc))
+    write_source_manifest(src, manifest)
+    if records is not None:
+        records.parent.mkdir(parents=True, exist_ok=True)
+        records.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in to_records(vl, source)))
+    for e in vl.errors:
+        typer.secho(e.message, fg=typer.colors.YELLOW, err=True)
+    local = sum(v.path is not None for v in vl.videos)
+    typer.echo(
+        f"{manifest}: {len(vl.videos)} videos ({local} local, {len(vl.videos) - local} to fetch; "
+        f"access {src.access}), {len(vl.errors)} bad rows"
+    )
 
 
 @app.command()
