@@ -141,12 +141,12 @@ def audit(
                 )
     published_paths = {p for r in rows.values() for p, _ in r}
     plan_count = Counter(c.video_id for c in planned if c.video_id in pub_count)
+    unplanned, missing, ranges = _frame_range_differences(unplanned, planned, published_paths, pub_count)
     report["label_mismatches"] = mismatches
     report["videos_with_label_mismatches"] = sorted({by_path[m["clip"]].video_id for m in mismatches})
     report["published_not_annotated"] = unplanned
-    report["annotated_not_published"] = [
-        c.path for c in planned if c.path not in published_paths and c.video_id in pub_count
-    ]
+    report["annotated_not_published"] = missing
+    report["frame_range_differences"] = ranges
     report["videos_not_published"] = sorted(annotated_videos - set(pub_count) - {key[p] for p in published_paths})
     report["videos_without_annotation"] = len(unannotated)
     report["clip_count_differences"] = {
@@ -157,6 +157,42 @@ def audit(
     report["unmapped_annotated_labels"] = sorted({c.label for c in planned if c.label_id is None})
     report["classes_never_annotated"] = sorted(set(spec.label_map) - {c.label for c in planned})
     return report
+
+
+_RANGE = re.compile(r"_(\d+)-(\d+)\.mp4$")
+
+
+def _frame_range_differences(unplanned, planned, published_paths, pub_count):
+    """Pair published rows and planned clips that differ only in their ``_SSSSSS-EEEEEE.mp4`` frame range.
+
+    Returns the unpaired published rows, the unpaired planned paths, and the pairs: each says whether the planned
+    clip's end depends on the video's length (``at_video_end``) and, elsewhere, the frame rate the published start
+    frame implies (``implied_fps``).
+    """
+    missing = [c for c in planned if c.path not in published_paths and c.video_id in pub_count]
+    by_stem = {_RANGE.sub("", c.path): c for c in missing if _RANGE.search(c.path)}
+    pairs, left = [], []
+    for row in unplanned:
+        m = _RANGE.search(row["clip"])
+        c = by_stem.pop(_RANGE.sub("", row["clip"]), None) if m else None
+        if c is None:
+            left.append(row)
+            continue
+        start, end = int(m.group(1)), int(m.group(2))
+        fps = c.fps * start / c.start_frame if c.fps and c.start_frame and start != c.start_frame else None
+        pairs.append(
+            {
+                "clip": row["clip"],
+                "split": row["split"],
+                "planned": c.path,
+                "published_frames": [start, end],
+                "annotated_frames": [c.start_frame, c.end_frame],
+                "at_video_end": c.depends_on_video is not None and start == c.start_frame,
+                "implied_fps": round(fps, 3) if fps else None,
+            }
+        )
+    paired = {p["planned"] for p in pairs}
+    return left, [c.path for c in missing if c.path not in paired], pairs
 
 
 def _overlaps(rows, by_path, pairs) -> int:
@@ -192,6 +228,20 @@ def findings(report: dict) -> list[str]:
         )
     if report.get("published_not_annotated"):
         out.append(f"{len(report['published_not_annotated'])} published clips match no annotated segment")
+    ranges = report.get("frame_range_differences") or []
+    if ranges:
+        at_end = [r for r in ranges if r["at_video_end"]]
+        other = [r for r in ranges if not r["at_video_end"]]
+        line = f"{len(ranges)} published clips differ from the annotation only in their frame range"
+        if at_end:
+            line += f": {len(at_end)} end at the video's last frame (needs the raw video's frame count)"
+        if other:
+            vids = sorted({r["clip"].rsplit("/", 2)[-2] for r in other})
+            fps = sorted({r["implied_fps"] for r in other if r["implied_fps"]})
+            line += f"; {len(other)} in {', '.join(vids)}" + (
+                f" use another frame rate ({', '.join(f'{f:g}' for f in fps)} fps)" if fps else ""
+            )
+        out.append(line)
     if report.get("annotated_not_published"):
         out.append(f"{len(report['annotated_not_published'])} annotated segments have no published clip")
     if report.get("shared_videos"):

@@ -44,7 +44,8 @@ def clips(
     from corpus.benchmark.plan import plan, surgrec_row
 
     try:
-        planned = plan(_spec(dataset, manifest), root)
+        spec = _spec(dataset, manifest)
+        planned = plan(spec, root)
     except (SurgcorpusError, KeyError) as exc:
         _fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,16 @@ def clips(
         f"{out}: {len(planned) - len(skipped)} clips"
         + (f" ({len(skipped)} with unmapped labels left out)" if skipped else "")
     )
+    depends = [c for c in planned if c.depends_on_video and c.label_id is not None]
+    if depends:
+        typer.echo(
+            f"{len(depends)} rows depend on the video length (no video is opened here; `benchmark build` probes the "
+            "raw videos and may end them earlier, which changes their names):"
+        )
+        for c in depends:
+            typer.echo(f"  {c.path}: {c.depends_on_video}")
+    if spec.naming == "multibypass140":
+        typer.echo("frame numbers assume 25 fps; a raw video at another rate gets other frame numbers when built")
 
 
 def _audit_one(spec, root: Path | None, splits: Path | None) -> dict:
@@ -141,22 +152,32 @@ def audit_cmd(
 def build(
     manifest: Annotated[Path, typer.Argument(help="benchmark manifest or one benchmark source manifest")],
     root: Annotated[Path, typer.Option("--root", "-r", help="raw folder (benchmark: a folder of <name> folders)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (one build dir per dataset)")],
     splits: Annotated[Path | None, typer.Option("--splits", "-s", help="folder of published split CSVs")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes")] = 1,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Cut the clips (frame-exact, H.264), write WebDataset shards per dataset and split, and SurgRec CSVs."""
+    """Probe the raw videos, cut the published clips (frame-exact, H.264), write shards, tables, catalog, CSVs."""
     import yaml
 
-    from corpus.benchmark.build import build_dataset
+    from builders.benchmark import build_dataset
     from corpus.benchmark.spec import load_benchmark, load_benchmark_source
 
     try:
         if "sources" in (yaml.safe_load(manifest.read_text()) or {}):
-            todo = [(s, root / s.name) for s in load_benchmark(manifest).sources if (root / s.name).is_dir()]
+            todo = [
+                (s, root / s.name)
+                for s in load_benchmark(manifest).sources
+                if (root / s.name).is_dir() and s.adapter and s.naming
+            ]
         else:
             todo = [(load_benchmark_source(manifest), root)]
         for spec, raw in todo:
-            res = build_dataset(spec, raw, out, splits)
-            typer.echo(f"{spec.name}: {res['clips']} clips; {len(res['missing_videos'])} source videos missing")
+            res = build_dataset(spec, raw, out, splits, workers=workers, show_progress=progress)
+            kinds = sorted({e.kind for e in res.errors})
+            typer.echo(
+                f"{spec.name}: {res.clips} clips from {res.videos} videos ({res.cut} cut now), {res.shards} shards, "
+                f"{len(res.errors)} errors{' (' + ', '.join(kinds) + ')' if kinds else ''} -> {res.build_dir}"
+            )
     except (SurgcorpusError, KeyError) as exc:
         _fail(str(exc))

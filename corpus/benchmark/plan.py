@@ -7,10 +7,11 @@ with the dataset's folder (``cataract-101/split_clip/...``), so a published row 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from corpus.annotations import ParsedAnnotations
@@ -31,6 +32,7 @@ class PlannedClip:
     start_frame: int | None
     end_frame: int | None
     fps: float | None
+    depends_on_video: str | None = None  # why the name/frames may change once the raw video is probed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,17 +157,38 @@ def plan_m2cai16(segments, videos, spec):
     return out
 
 
+MBP_FPS = 25.0
+NEAR_END_FRAMES = 25
+
+
 def plan_multibypass140(segments, videos, spec):
-    """``split_videos/<centre>/phase/<VID>/<VID>_phase_III_<label>_SSSSSS-EEEEEE.mp4``: by start, 25 fps."""
+    """``split_videos/<centre>/phase/<VID>/<VID>_phase_III_<label>_SSSSSS-EEEEEE.mp4``: III = 1-based index by start.
+
+    Frames come from the annotated milliseconds at the video's own frame rate (start rounded down, end up), and an
+    end past the video is cut at its frame count: SurgRec's names do both (BBP39 and BBP53 run at 24.999 fps). With
+    a probed video (``videos[id]["probed"]``) both are exact; without, 25 fps is assumed and clips ending within
+    1 s of the video's last annotated frame are marked as depending on the video's length.
+    """
     out = []
     for vid, segs in _by_video(segments).items():
         centre, name = _native(vid).split("/", 1)
+        probed = videos.get(vid, {}).get("probed") or {}
+        fps = probed.get("fps") or MBP_FPS
+        n_frames = probed.get("n_frames")
+        last_end = max(s["end_frame"] for s in segs)
         for i, s in enumerate(segs, 1):
-            if _long_enough(s, spec):
-                clip = f"{name}_phase_{i:03d}_{s['label']}_{s['start_frame']:06d}-{s['end_frame']:06d}.mp4"
-                out.append(
-                    _clip(spec, f"split_videos/{centre}/phase/{name}/{clip}", s, f"videos/{centre}/{name}.mp4", 25.0)
-                )
+            if not _long_enough(s, spec):
+                continue
+            start = math.floor(round(s["start_s"] * 1000) * fps / 1000)
+            end = math.ceil(round(s["end_s"] * 1000) * fps / 1000)
+            depends = None
+            if n_frames is not None:
+                end = min(end, n_frames)
+            elif s["end_frame"] >= last_end - NEAR_END_FRAMES:
+                depends = "end within 1 s of the annotated video end: cut at the video's frame count when shorter"
+            clip = f"{name}_phase_{i:03d}_{s['label']}_{start:06d}-{end:06d}.mp4"
+            c = _clip(spec, f"split_videos/{centre}/phase/{name}/{clip}", s, f"videos/{centre}/{name}.mp4", fps)
+            out.append(replace(c, start_frame=start, end_frame=end, depends_on_video=depends))
     return out
 
 
@@ -244,7 +267,11 @@ PLANNERS: dict[str, Planner] = {
 }
 
 
-def plan_parsed(parsed: ParsedAnnotations, spec: BenchmarkSource) -> list[PlannedClip]:
+def plan_parsed(
+    parsed: ParsedAnnotations, spec: BenchmarkSource, probed: dict[str, dict] | None = None
+) -> list[PlannedClip]:
+    """Plan the clips of parsed annotations; ``probed`` (video id -> probe facts of its raw video) refines planners
+    whose names depend on the video (MultiBypass140: its frame rate and frame count)."""
     if spec.naming is None:
         raise ManifestError(
             f"{spec.name}: no clip naming scheme: the published clip names cannot be derived from the annotations"
@@ -252,7 +279,7 @@ def plan_parsed(parsed: ParsedAnnotations, spec: BenchmarkSource) -> list[Planne
         )
     if spec.naming not in PLANNERS:
         raise ManifestError(f"{spec.name}: no clip naming scheme {spec.naming!r} (known: {', '.join(PLANNERS)})")
-    videos = {v["video_id"]: v for v in parsed.videos}
+    videos = {v["video_id"]: {**v, "probed": (probed or {}).get(v["video_id"])} for v in parsed.videos}
     return PLANNERS[spec.naming](parsed.segments_of(spec.level), videos, spec)
 
 
