@@ -146,3 +146,13 @@ def test_cli_embed_then_balance(build: Path) -> None:
     assert "4/4 eligible clips selected" in res.output and (build / "report/balance.html").exists()
     res = runner.invoke(app, ["balance", "--build", str(build), "--source-cap", "0.5"])
     assert res.exit_code == 1 and "cap 0.5 over 1 sources" in res.output
+
+
+def test_worker_processes_give_the_same_vectors(build: Path, tmp_path: Path) -> None:
+    embed_build(build, batch_size=2)
+    ids, vecs, _ = read_embeddings(build)
+    table_path(build, "embeddings").unlink()
+    s = embed_build(build, batch_size=2, workers=2, flush_every=2)
+    assert (s.n_embedded, s.n_errors) == (4, 1)
+    ids2, vecs2, _ = read_embeddings(build)
+    assert ids2 == ids and np.array_equal(vecs2, vecs)
