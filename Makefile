@@ -8,7 +8,7 @@ MANIFEST ?=
 OUT ?= build/$(basename $(notdir $(MANIFEST)))
 WORKERS ?=
 
-.PHONY: setup demo test lint corpus bench clean ffmpeg
+.PHONY: setup demo test lint corpus bench audit clean ffmpeg
 
 setup: $(STAMP) ffmpeg
 
@@ -44,6 +44,9 @@ corpus: setup
 
 bench: setup
 	$(BIN)/python bench/throughput.py --out bench/results
+
+audit: setup
+	$(BIN)/surgcorpus benchmark audit all --splits ../shared/data/surgrec-splits --report build/audit/index.md
 
 clean:
 	rm -rf build

@@ -131,3 +131,11 @@ def test_ldpolypvideo_has_no_naming_scheme_and_audits_splits_only(tmp_path):
     report = json.loads(res.output)
     assert res.exit_code == 0 and report["annotation_checked"] is False and report["val_equals_test"] is True
     assert "random" in report["annotation_not_checked_because"]
+
+    # the same raw video in train and test: oracle from the names, parsed from the right
+    def vids(split: str) -> set[str]:
+        stems = (p.rsplit("/", 1)[1].removesuffix(".mp4") for p, _ in read_splits(SPLITS / "LDPolyVideo")[split])
+        return {st.removesuffix("_no_polyps").removesuffix("_polyps").rsplit("_", 2)[0] for st in stems}
+
+    shared = vids("train") & vids("test")
+    assert sorted(report["shared_videos"]["train/test"]) == sorted(shared) and len(shared) > 50

@@ -36,7 +36,7 @@ VIDEO_KEY: dict[str, str] = {
     "hyper-kvasir": r"/([0-9a-f-]{36})_",
     "kvasir-capsule": r"/([0-9a-f]{16})_",
     "Colonoscopic-web": r"/(\w+)/(?:NBI|WL)\((\d+)\)",
-    "LDPolyVideo": r"videos/(\d+_\d+)_",
+    "LDPolyVideo": r"videos/((?:[01]_)?\d+)_\d+_\d+_(?:no_)?polyps",
 }
 
 

@@ -145,7 +145,7 @@ def audit_cmd(
         _fail(str(exc))
     _print(reports, fmt)
     if report is not None and dataset == "all":
-        typer.echo(f"report: {report}")
+        typer.echo(f"report: {report}", err=True)
 
 
 @app.command()
