@@ -29,14 +29,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# ---- sub-apps (one line each: import + add_typer) ----
-from corpus.hierarchy.cli import app as hierarchy_app  # noqa: E402, I001
-
-app.add_typer(hierarchy_app, name="hierarchy")
-from corpus.benchmark.cli import app as benchmark_app  # noqa: E402, I001
-
-app.add_typer(benchmark_app, name="benchmark")
-# ---- end of sub-apps ----
 
 BuildDir = Annotated[Path, typer.Option("--build", "-b", help="build directory (the --out of `surgcorpus build`)")]
 Format = Annotated[str, typer.Option("--format", "-f", help="output format: table, csv or json")]
@@ -202,6 +194,18 @@ def demo(
         run_demo(out, workers=workers or None, include_real=real)
     except ToolMissing as exc:
         _fail(str(exc))
+
+
+# ---- sub-apps and commands from their own modules ----
+from corpus.balance_cli import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
+from corpus.benchmark.cli import app as benchmark_app  # noqa: E402
+from corpus.hierarchy.cli import app as hierarchy_app  # noqa: E402
+
+app.add_typer(benchmark_app, name="benchmark")
+app.add_typer(hierarchy_app, name="hierarchy")
+app.command("embed")(embed_cmd)
+app.command("balance")(balance_cmd)
+app.command("leakage")(leakage_cmd)
 
 
 def main() -> None:
