@@ -33,9 +33,10 @@ from builders.stages.probe import ProbeStage
 from builders.stages.shard import write_split_shards
 from builders.tools import ffmpeg_version
 from corpus.catalog import write_catalog
-from corpus.errors import ErrorRow, ManifestError
+from corpus.errors import AnnotationError, ErrorRow, ManifestError
 from corpus.ids import native_id_from_path, sample_key, video_id
-from corpus.manifest import CorpusManifest, GlobSpec, Source
+from corpus.listed_source import listed_videos
+from corpus.manifest import CorpusManifest, GlobSpec, Source, VideoListSpec
 from corpus.progress import console, stage_progress
 from corpus.schemas import table_path, to_table, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
@@ -130,10 +131,25 @@ def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
                 if p.is_file() and p not in excluded:
                     rel = p.relative_to(root).as_posix()
                     entries.append((native_id_from_path(rel), str(p), None, None))
+        elif isinstance(src.videos, VideoListSpec):
+            try:
+                listed = listed_videos(src.videos)
+            except AnnotationError as exc:
+                errors.append(ErrorRow.from_exception("plan", exc, video_id=None, uri=src.videos.list))
+                continue
+            errors += listed.errors
+            entries += [(v.native_id, v.uri, None, None) for v in listed.videos]
         else:
             for e in src.videos:
                 nid = e.id or native_id_from_path(e.uri.split("://", 1)[-1].split("?")[0].rsplit("/", 1)[-1])
                 entries.append((nid, e.uri, e.sha256, e.bytes))
+        if src.use_splits is not None:  # only the videos of these official splits (e.g. a benchmark's train part)
+            try:
+                membership = _official_splits(src)
+            except ManifestError as exc:
+                errors.append(ErrorRow.from_exception("plan", exc, video_id=None, uri=src.splits.file))
+                continue
+            entries = [e for e in entries if membership.get(e[0]) in src.use_splits]
         seen: set[str] = set()
         for nid, uri, sha, size in entries:
             if nid in seen:

@@ -63,17 +63,51 @@ class OfficialSplits(_Model):
     file: str | None = None
 
 
+class VideoListSpec(_Model):
+    """Videos named by a public video list (CSV, JSONL or JSON list, e.g. LEMON's ``labels.json``), read by
+    ``corpus.video_lists.read_video_list``; ``list`` is relative to the manifest file that names it.
+
+    ``format`` checks what the file is (``auto``: by its suffix; ``lemon``: a JSON list with ``youtubeId``);
+    ``where`` keeps only the rows whose field (``surgery_type``, ``license`` or any extra field such as LEMON's
+    ``robotic``) equals the given value.
+    """
+
+    list: str
+    format: Literal["auto", "lemon", "json", "jsonl", "csv"] = "auto"
+    where: dict[str, str | bool | int | float] = {}
+
+
+class Expected(_Model):
+    """Published size of a source (shown by ``surgcorpus plan``); a figure left out is unknown, never guessed."""
+
+    videos: int | None = Field(default=None, ge=0)
+    hours: float | None = Field(default=None, ge=0)
+    frames: int | None = Field(default=None, ge=0)
+    fps: float | None = Field(default=None, gt=0, description="native frame rate, when the publication states it")
+    reference: str = Field(min_length=1, description="where the figures are published")
+    note: str = ""
+
+
+SplitName = Literal["train", "val", "test"]
+
+
 class Source(_Model):
-    """A source dataset: where its videos are and what they are."""
+    """A source dataset: where its videos are and what they are.
+
+    ``use_splits`` keeps only the videos of these official splits (from ``splits``): a benchmark dataset in a
+    pretraining corpus contributes its train portion only. ``expected`` holds the published figures.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     domain: Domain
     license: str = "unknown"
     access: Access = "local"
     root: str = "."
-    videos: GlobSpec | tuple[VideoEntry, ...]
+    videos: GlobSpec | VideoListSpec | tuple[VideoEntry, ...]
     annotations: AnnotationSpec | None = None
     splits: OfficialSplits | None = None
+    use_splits: tuple[SplitName, ...] | None = Field(default=None, min_length=1)
+    expected: Expected | None = None
     group_pattern: str | None = Field(
         default=None, description="regex on the native id; its first group keeps videos in one split"
     )
@@ -85,6 +119,12 @@ class Source(_Model):
         if isinstance(value, list):
             return tuple({"uri": v} if isinstance(v, str) else v for v in value)
         return value
+
+    @model_validator(mode="after")
+    def _use_splits_need_splits(self) -> Source:
+        if self.use_splits is not None and self.splits is None:
+            raise ValueError(f"use_splits {list(self.use_splits)} needs the source's official 'splits'")
+        return self
 
 
 class ClipSpec(_Model):
@@ -157,6 +197,8 @@ class ShardSpec(_Model):
     max_bytes: int = Field(default=1 << 30, ge=1024)
 
 
+_OPTIONAL_SOURCE_FIELDS = ("use_splits", "expected")
+
 SourceRef = Annotated[Source | str, Field(union_mode="left_to_right")]
 
 
@@ -182,6 +224,10 @@ class CorpusManifest(_Model):
     def fingerprint(self, *parts: str) -> str:
         """Hash of selected manifest sections (all when none given), for change detection."""
         data = self.model_dump(mode="json")
+        for src in data["sources"]:  # optional fields added later leave the hash of older manifests unchanged
+            for key in _OPTIONAL_SOURCE_FIELDS:
+                if src.get(key) is None:
+                    src.pop(key, None)
         chosen = {p: data[p] for p in parts} if parts else data
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -212,6 +258,15 @@ def _resolve_root(root: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+def _resolve_list(videos: Any, base: Path) -> Any:
+    """A video-list spec's ``list`` path resolved against the folder of the manifest that names it."""
+    if isinstance(videos, VideoListSpec):
+        return videos.model_copy(update={"list": _resolve_root(videos.list, base)})
+    if isinstance(videos, dict) and isinstance(videos.get("list"), str):
+        return {**videos, "list": _resolve_root(videos["list"], base)}
+    return videos
+
+
 def load_source(path: str | Path) -> Source:
     """Load one source manifest file; ``root`` is resolved relative to the file."""
     path = Path(path)
@@ -222,7 +277,9 @@ def load_source(path: str | Path) -> Source:
         src = Source.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(_format_error(path, exc)) from None
-    return src.model_copy(update={"root": _resolve_root(src.root, path.parent)})
+    return src.model_copy(
+        update={"root": _resolve_root(src.root, path.parent), "videos": _resolve_list(src.videos, path.parent)}
+    )
 
 
 def load_manifest(path: str | Path) -> CorpusManifest:
@@ -242,7 +299,10 @@ def load_manifest(path: str | Path) -> CorpusManifest:
                 except ManifestError as exc:
                     raise ManifestError(f"{path}: sources.{i}: {exc}") from None
             elif isinstance(item, dict) and isinstance(item.get("root", "."), str):
-                resolved.append({**item, "root": _resolve_root(item.get("root", "."), path.parent)})
+                entry = {**item, "root": _resolve_root(item.get("root", "."), path.parent)}
+                if "videos" in item:
+                    entry["videos"] = _resolve_list(item["videos"], path.parent)
+                resolved.append(entry)
             else:
                 resolved.append(item)
         data = {**data, "sources": resolved}
