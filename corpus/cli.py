@@ -200,12 +200,14 @@ def demo(
 from corpus.balance_cli import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
 from corpus.benchmark.cli import app as benchmark_app  # noqa: E402
 from corpus.hierarchy.cli import app as hierarchy_app  # noqa: E402
+from corpus.plan_cli import plan_cmd  # noqa: E402
 
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(hierarchy_app, name="hierarchy")
 app.command("embed")(embed_cmd)
 app.command("balance")(balance_cmd)
 app.command("leakage")(leakage_cmd)
+app.command("plan")(plan_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,133 @@
+"""``surgcorpus plan``: expected (published) vs found (local, probed) figures; the SurgRec pretraining manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from builders.pipeline import plan_videos
+from corpus.cli import app
+from corpus.manifest import load_manifest, load_source
+from corpus.plan import REFERENCE_FRAMES, REFERENCE_VIDEOS, plan_corpus
+from corpus.testing import make_video
+from tests.conftest import write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+SURGREC = REPO / "manifests" / "surgrec.yaml"
+LEMON = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "visurg-ai__LEMON" / "labels.json"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Three sources: 2 local videos of 10 and 15 frames + a corrupt file; a YouTube list; a train-only source."""
+    root = tmp_path_factory.mktemp("plan")
+    make_video(root / "lap" / "a.mp4", 1.0, size="64x48", rate=10)
+    make_video(root / "lap" / "b.mp4", 1.5, size="64x48", rate=10)
+    (root / "lap" / "broken.mp4").write_bytes(b"not a video" * 50)
+    make_video(root / "cat" / "c1.mp4", 1.0, size="64x48", rate=10)
+    make_video(root / "cat" / "c2.mp4", 1.0, size="64x48", rate=10)
+    (root / "web.csv").write_text("youtube_id,title\n80czDESoMiQ,one\nAAAAAAAAAAA,two\n")
+    return write_manifest(
+        root / "m.yaml",
+        {
+            "name": "p",
+            "sources": [
+                {
+                    "name": "lap",
+                    "domain": "laparoscopy",
+                    "root": "lap",
+                    "videos": {"glob": "*.mp4"},
+                    "expected": {"videos": 3, "hours": 0.5, "fps": 10, "reference": "paper A"},
+                },
+                {
+                    "name": "web",
+                    "domain": "laparoscopy",
+                    "access": "youtube",
+                    "videos": {"list": "web.csv"},
+                    "expected": {"videos": 2, "frames": 1000, "reference": "list B"},
+                },
+                {
+                    "name": "cat",
+                    "domain": "cataract",
+                    "root": "cat",
+                    "videos": {"glob": "*.mp4"},
+                    "splits": {"train": ["c1"], "test": ["c2"]},
+                    "use_splits": ["train"],
+                },
+            ],
+        },
+    )
+
+
+def test_expected_found_and_probed_figures(corpus: Path) -> None:
+    plan = plan_corpus(load_manifest(corpus), probe=True)
+    by = {s.source: s.figures for s in plan.sources}
+    lap, web, cat = by["lap"], by["web"], by["cat"]
+    assert (lap.expected_videos, lap.expected_hours, lap.expected_frames, lap.frames_estimated) == (3, 0.5, 18000, 1)
+    assert (lap.found_videos, lap.probed_videos, lap.found_frames) == (3, 2, 25)
+    assert lap.found_hours == pytest.approx(2.5 / 3600, rel=0.05)
+    assert (web.found_videos, web.found_remote, web.probed_videos, web.found_frames) == (2, 2, 0, None)
+    assert (cat.found_videos, cat.found_frames, cat.unknown_videos) == (1, 10, 1)
+    [err] = plan.errors
+    assert err.stage == "plan-probe" and err.video_id == "lap/broken" and "broken.mp4" in err.message
+    lapd = plan.domains["laparoscopy"]
+    assert (lapd.expected_videos, lapd.expected_frames, lapd.unknown_hours, lapd.found_frames) == (5, 19000, 1, 25)
+    t = plan.total
+    assert (t.expected_videos, t.unknown_videos, t.expected_hours, t.unknown_hours) == (5, 1, 0.5, 2)
+    assert (t.found_videos, t.found_remote, t.found_frames) == (6, 2, 35)
+    vs = plan.to_dict()["versus_reference"]
+    assert vs["expected_videos"] == round(5 / REFERENCE_VIDEOS, 4)
+    assert vs["found_frames"] == round(35 / REFERENCE_FRAMES, 4)
+
+
+def test_without_probe_nothing_is_decoded(corpus: Path) -> None:
+    plan = plan_corpus(load_manifest(corpus))
+    assert plan.total.found_videos == 6 and plan.total.found_frames is None and plan.errors == []
+
+
+def test_cli_json_and_table(corpus: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["plan", str(corpus), "--format", "json", "--probe"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["total"]["found_frames"] == 35 and data["reference"]["videos"] == REFERENCE_VIDEOS
+    assert [s["source"] for s in data["sources"]] == ["lap", "web", "cat"]
+    res = runner.invoke(app, ["plan", str(corpus)])
+    assert res.exit_code == 0, res.output
+    assert "all sources" in res.stdout and "all cataract" in res.stdout and "10,535" in res.stdout
+    assert runner.invoke(app, ["plan", str(corpus), "--format", "xml"]).exit_code == 2
+
+
+def test_surgrec_manifest_validates_and_takes_benchmark_train_videos_only() -> None:
+    res = CliRunner().invoke(app, ["validate", str(SURGREC)])
+    assert res.exit_code == 0, res.output
+    m = load_manifest(SURGREC)
+    assert {s.domain for s in m.sources} == {"laparoscopy", "endoscopy", "cataract", "robotic", "open"}
+    benchmark_cards = {p.stem for p in (REPO / "manifests" / "sources").glob("*.yaml")}
+    for src in m.sources:
+        assert src.expected is not None and src.expected.reference, src.name
+        if src.name in benchmark_cards:  # a benchmark dataset: its train videos only, none of val/test
+            assert src.use_splits == ("train",) and src.splits is not None, src.name
+            assert not set(src.splits.train) & set(src.splits.test), src.name
+            assert src.expected.videos == len(src.splits.train), src.name
+
+
+def test_pretrain_cholec80_takes_videos_1_to_40(tmp_path: Path) -> None:
+    for i in range(1, 81):
+        (tmp_path / f"video{i:02d}.mp4").write_bytes(b"")
+    src = load_source(REPO / "manifests" / "pretrain" / "cholec80.yaml").model_copy(update={"root": str(tmp_path)})
+    m = load_manifest(SURGREC).model_copy(update={"sources": (src,)})
+    plan, errors = plan_videos(m)
+    assert errors == [] and [r["native_id"] for r in plan] == [f"video{i:02d}" for i in range(1, 41)]
+
+
+def test_surgrec_plan_counts_lemon(tmp_path: Path) -> None:
+    if not LEMON.is_file():
+        pytest.skip(f"real LEMON labels.json not present at {LEMON}")
+    plan = plan_corpus(load_manifest(SURGREC))
+    by = {s.source: s.figures for s in plan.sources}
+    assert by["lemon-laparoscopy"].found_videos + by["lemon-robotic"].found_videos == 4194
+    assert by["lemon-robotic"].found_remote == 1667
