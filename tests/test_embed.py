@@ -156,3 +156,23 @@ def test_worker_processes_give_the_same_vectors(build: Path, tmp_path: Path) -> 
     assert (s.n_embedded, s.n_errors) == (4, 1)
     ids2, vecs2, _ = read_embeddings(build)
     assert ids2 == ids and np.array_equal(vecs2, vecs)
+
+
+def test_runs_on_the_executor_and_resumes_from_an_interrupted_units_parts(build: Path) -> None:
+    from builders.executors.base import load_done
+    from builders.executors.local import LocalExecutor
+    from builders.stages.embed import EmbedStage
+
+    # an interrupted run: the unit of video s/a finished (part file + marker), nothing was merged yet
+    stage = EmbedStage(build.resolve(), flush_every=1)
+    unit = {"video_id": "s/a", "clips": [{"clip_id": "s/a/000000000", "path": "clips/a.mp4"}]}
+    with LocalExecutor(1, show_progress=False) as ex:
+        out = ex.run(str(build.resolve()), stage, [unit])
+    assert out.rows == [{"clip_id": "s/a/000000000"}] and load_done(build.resolve(), stage, unit) is not None
+    assert len(list((build / "tables/_parts/embeddings").rglob("*.parquet"))) == 1
+    s = embed_build(build, workers=2)
+    assert (s.n_skipped, s.n_embedded, s.n_errors) == (1, 3, 1)
+    assert read_embeddings(build)[0] == [f"s/{n}/000000000" for n in ("a", "a_copy", "b", "c")]
+    # parts merged into the table, so no marker is left pointing at them; the failed unit was never marked done
+    assert not list((build / "_state/embed").glob("*.json"))
+    assert not list((build / "tables/_parts/embeddings").rglob("*.parquet"))

@@ -23,8 +23,10 @@ Two encoders:
   The module gets a float tensor ``(B, 3, T, H, W)``; it is called through ``model.embed(x)`` when it has that
   method, else ``model(x)``; an output ``(B, D)`` is used as is, ``(B, N, D)`` is mean-pooled over tokens.
 
-Resume: clip ids already embedded by the same encoder id (in the table or in flushed part files of an interrupted
-run) are skipped. Decode failures become ``errors`` rows (``stage="embed"``) and the rest goes on.
+Runs through an executor (``builders.executors``: one unit per video, a shared process pool, progress bars,
+``_state/embed`` markers while a run is under way). Resume: clip ids already embedded by the same encoder id (in the
+table or in flushed part files of an interrupted run) are skipped. Decode failures become ``errors`` rows
+(``stage="embed"``), are retried by the next run, and the rest goes on.
 
 Example::
 
@@ -36,11 +38,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -49,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from builders.executors.base import STATE_DIR, Executor
 from builders.stages.base import Stage, UnitResult, stable_hash
 from corpus.embeddings import EMBEDDINGS, embeddings_table
 from corpus.errors import DecodeError, ErrorRow, MissingInput, SurgcorpusError, ToolMissing
@@ -199,6 +201,9 @@ class CheckpointEncoder:
         return out.numpy().astype(np.float32)
 
 
+_ENCODERS: dict[str, ClipEncoder] = {}  # per process: a worker loads each encoder once
+
+
 def load_encoder(spec: str = "default") -> ClipEncoder:
     """``"default"`` (or ``"stats"``) -> :class:`StatsEncoder`; a path -> :class:`CheckpointEncoder`."""
     if spec in ("default", "stats"):
@@ -206,16 +211,31 @@ def load_encoder(spec: str = "default") -> ClipEncoder:
     return CheckpointEncoder(spec)
 
 
+def _parts_dir(build_dir: Path, encoder_id: str) -> Path:
+    return build_dir / "tables" / PARTS_DIR / hashlib.sha1(encoder_id.encode()).hexdigest()[:10]
+
+
 class EmbedStage(Stage):
-    """Per-clip unit for the executors: a clip row in, one ``embeddings`` row out."""
+    """Per-video unit for the executors: the clips of one video in (``{"video_id", "clips": [{"clip_id",
+    "path"}, ...]}``), their vectors out into part files of ``tables/_parts/embeddings/<encoder>/`` (one file per
+    ``flush_every`` clips, so an interrupted unit keeps what it finished). Output rows are ``{"clip_id"}`` of the
+    embedded clips; a unit with a decode failure is not marked done, so the failed clips are retried next run.
+    """
 
     name: ClassVar[str] = "embed"
-    requires: ClassVar[tuple[str, ...]] = ("clip_id", "path")
+    requires: ClassVar[tuple[str, ...]] = ("video_id", "clips")
 
-    def __init__(self, build_dir: str | Path, encoder: str = "default") -> None:
+    def __init__(
+        self, build_dir: str | Path, encoder: str = "default", *, batch_size: int = 32, flush_every: int = 1024
+    ) -> None:
         self.build_dir = str(build_dir)
         self.encoder_spec = encoder
+        self.batch_size = max(1, batch_size)
+        self.flush_every = max(1, flush_every)
         self._encoder: ClipEncoder | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_encoder": None}  # workers load the encoder themselves, once per process
 
     def setup(self) -> None:
         try:
@@ -223,7 +243,9 @@ class EmbedStage(Stage):
             import decord  # noqa: F401
         except ImportError as e:
             raise ToolMissing(f"embed needs decord and opencv-python-headless: {e}") from e
-        self._encoder = load_encoder(self.encoder_spec)
+        if self.encoder_spec not in _ENCODERS:
+            _ENCODERS[self.encoder_spec] = load_encoder(self.encoder_spec)
+        self._encoder = _ENCODERS[self.encoder_spec]
 
     @property
     def encoder(self) -> ClipEncoder:
@@ -232,15 +254,40 @@ class EmbedStage(Stage):
         return self._encoder
 
     def unit_id(self, row: dict) -> str:
-        return row["clip_id"]
+        return row["video_id"]
 
     def fingerprint(self, row: dict) -> str:
-        return stable_hash(row.get("sha256") or row["path"], self.encoder.encoder_id)
+        clips = [(c["clip_id"], c.get("sha256") or c["path"]) for c in row["clips"]]
+        return stable_hash(self.encoder.encoder_id, clips, self.flush_every)
+
+    def cost(self, row: dict) -> float:
+        return float(len(row["clips"]))
 
     def process(self, row: dict) -> UnitResult:
-        return self.process_batch([row])
+        enc = self.encoder
+        parts = _parts_dir(Path(self.build_dir), enc.encoder_id)
+        clips = row["clips"]
+        out = UnitResult()
+        for i in range(0, len(clips), self.flush_every):
+            ids: list[str] = []
+            vecs: list[np.ndarray] = []
+            chunk = clips[i : i + self.flush_every]
+            for j in range(0, len(chunk), self.batch_size):
+                got, v, errors = self._encode(chunk[j : j + self.batch_size], row["video_id"])
+                ids += got
+                vecs += [v] if got else []
+                out.errors += errors
+            if ids:
+                # named by its first clip: a resumed unit (the clips not yet embedded) never overwrites a part
+                path = parts / f"part-{hashlib.sha1(ids[0].encode()).hexdigest()[:16]}.parquet"
+                write_table(embeddings_table(ids, enc.encoder_id, np.concatenate(vecs)), path)
+                out.files.append(path.relative_to(self.build_dir).as_posix())
+                out.rows += [{"clip_id": c} for c in ids]
+        out.cacheable = not out.errors
+        return out
 
-    def process_batch(self, rows: Sequence[dict]) -> UnitResult:
+    def _encode(self, rows: Sequence[dict], video: str | None = None) -> tuple[list[str], np.ndarray, list[ErrorRow]]:
+        """Decode and encode a batch: (embedded clip ids, their ``(n, dim)`` vectors, error rows)."""
         enc = self.encoder
         ok, clips, errors = [], [], []
         for row in rows:
@@ -248,15 +295,19 @@ class EmbedStage(Stage):
                 clips.append(decode_frames(Path(self.build_dir) / row["path"], enc.num_frames, enc.frame_size))
                 ok.append(row["clip_id"])
             except SurgcorpusError as e:
-                err = ErrorRow.from_exception(self.name, e, video_id=row.get("video_id"), uri=row["path"])
+                err = ErrorRow.from_exception(self.name, e, video_id=row.get("video_id", video), uri=row["path"])
                 errors.append(ErrorRow(**{**err.to_dict(), "clip_id": row["clip_id"]}))
-        out = []
-        if ok:
-            vecs = enc.encode_batch(np.stack(clips))
-            out = [
-                {"clip_id": c, "encoder": enc.encoder_id, "dim": enc.dim, "vector": v.tolist()}
-                for c, v in zip(ok, vecs, strict=True)
-            ]
+        vecs = enc.encode_batch(np.stack(clips)) if ok else np.zeros((0, enc.dim), dtype=np.float32)
+        return ok, vecs, errors
+
+    def process_batch(self, rows: Sequence[dict]) -> UnitResult:
+        """Embed clip rows (``clip_id``, ``path``) in memory: ``embeddings`` rows with their vectors, and errors."""
+        ok, vecs, errors = self._encode(rows)
+        enc = self.encoder
+        out = [
+            {"clip_id": c, "encoder": enc.encoder_id, "dim": enc.dim, "vector": v.tolist()}
+            for c, v in zip(ok, vecs, strict=True)
+        ]
         return UnitResult(rows=out, errors=errors)
 
 
@@ -270,10 +321,6 @@ class EmbedSummary:
     seconds: float
 
 
-def _parts_dir(build_dir: Path, encoder_id: str) -> Path:
-    return build_dir / "tables" / PARTS_DIR / hashlib.sha1(encoder_id.encode()).hexdigest()[:10]
-
-
 def _done_ids(build_dir: Path, encoder_id: str) -> set[str]:
     done: set[str] = set()
     main = table_path(build_dir, "embeddings")
@@ -282,17 +329,6 @@ def _done_ids(build_dir: Path, encoder_id: str) -> set[str]:
         t = pq.read_table(f, columns=["clip_id", "encoder"])
         done.update(t.filter(pc.equal(t["encoder"], encoder_id))["clip_id"].to_pylist())
     return done
-
-
-def _run_batch(args: tuple[str, str, list[dict]]) -> UnitResult:
-    build_dir, spec, rows = args
-    stage = _WORKER_STAGES.get((build_dir, spec))
-    if stage is None:
-        stage = _WORKER_STAGES[(build_dir, spec)] = EmbedStage(build_dir, spec)
-    return stage.process_batch(rows)
-
-
-_WORKER_STAGES: dict[tuple[str, str], EmbedStage] = {}
 
 
 def _consolidate(build_dir: Path, encoder_id: str) -> int:
@@ -311,6 +347,28 @@ def _consolidate(build_dir: Path, encoder_id: str) -> int:
     return merged.num_rows
 
 
+def _drop_stale_markers(folder: Path) -> None:
+    """Remove the unit markers whose part files were merged into the table (they would point at nothing)."""
+    for marker in folder.glob("*.json"):
+        try:
+            files = json.loads(marker.read_text()).get("files", {})
+        except json.JSONDecodeError:  # a torn marker is never valid
+            marker.unlink(missing_ok=True)
+            continue
+        if any(not (folder.parents[1] / rel).exists() for rel in files):
+            marker.unlink(missing_ok=True)
+
+
+def _units(clips: list[dict]) -> list[dict]:
+    """Clip rows grouped into one unit per video (clips in clip-id order)."""
+    by_video: dict[str, list[dict]] = {}
+    for c in clips:
+        by_video.setdefault(c["video_id"] or c["clip_id"].rsplit("/", 1)[0], []).append(
+            {"clip_id": c["clip_id"], "path": c["path"]}
+        )
+    return [{"video_id": v, "clips": cs} for v, cs in by_video.items()]
+
+
 def embed_build(
     build_dir: str | Path,
     encoder: str = "default",
@@ -319,18 +377,25 @@ def embed_build(
     flush_every: int = 1024,
     workers: int = 1,
     limit: int | None = None,
+    executor: Executor | None = None,
+    show_progress: bool = True,
 ) -> EmbedSummary:
     """Embed every clip of ``tables/clips.parquet`` not yet embedded by this encoder; see the module docstring.
 
-    Flushes a part file every ``flush_every`` clips (an interruption loses at most that much work) and merges the
-    parts into ``tables/embeddings.parquet`` at the end. ``workers > 1`` decodes in spawned processes.
+    Runs one unit per video on ``executor`` (default: a :class:`LocalExecutor` with ``workers`` processes; pass
+    the build's executor to share its pool). Each unit writes a part file every ``flush_every`` clips (an
+    interruption loses at most that much work per running unit); the parts are merged into
+    ``tables/embeddings.parquet`` at the end, after which the ``_state/embed`` markers pointing at them are dropped
+    (the table and the parts, not the markers, say what is embedded).
     """
+    from builders.executors.local import LocalExecutor
+
     t0 = time.perf_counter()
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()
     clips_path = table_path(build_dir, "clips")
     if not clips_path.exists():
         raise MissingInput(f"{clips_path}: no clips table; build the corpus first")
-    stage = EmbedStage(build_dir, encoder)
+    stage = EmbedStage(build_dir, encoder, batch_size=batch_size, flush_every=flush_every)
     stage.setup()
     enc_id = stage.encoder.encoder_id
     clips = pq.read_table(clips_path, columns=["clip_id", "video_id", "path"]).sort_by("clip_id").to_pylist()
@@ -339,40 +404,18 @@ def embed_build(
     n_skipped = len(clips) - len(todo)
     if limit is not None:
         todo = todo[:limit]
-    parts_dir = _parts_dir(build_dir, enc_id)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    seq = len(list(parts_dir.glob("*.parquet")))
-    n_done, errors, pending = 0, [], []
-
-    def flush() -> None:
-        nonlocal seq, pending
-        if pending:
-            ids = [r["clip_id"] for r in pending]
-            vecs = np.asarray([r["vector"] for r in pending], dtype=np.float32)
-            write_table(embeddings_table(ids, enc_id, vecs), parts_dir / f"part-{seq:06d}.parquet")
-            seq += 1
-            pending = []
-
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    if workers > 1 and len(batches) > 1:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-        results = pool.map(_run_batch, [(str(build_dir), encoder, b) for b in batches])
-    else:
-        pool, results = None, (stage.process_batch(b) for b in batches)
+    units = _units(todo)
+    own = executor is None
+    executor = executor or LocalExecutor(workers, show_progress=show_progress)
     try:
-        for res in results:
-            pending.extend(res.rows)
-            errors.extend(res.errors)
-            n_done += len(res.rows)
-            if len(pending) >= flush_every:
-                flush()
-        flush()
+        out = executor.run(str(build_dir), stage, units)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        if own:
+            executor.close()
     _consolidate(build_dir, enc_id)
-    _record_errors(build_dir, [r["clip_id"] for r in todo], errors)
-    return EmbedSummary(enc_id, len(clips), n_skipped, n_done, len(errors), time.perf_counter() - t0)
+    _drop_stale_markers(build_dir / STATE_DIR / stage.name)
+    _record_errors(build_dir, [r["clip_id"] for r in todo], out.errors)
+    return EmbedSummary(enc_id, len(clips), n_skipped, len(out.rows), len(out.errors), time.perf_counter() - t0)
 
 
 def _record_errors(build_dir: Path, attempted: list[str], errors: list[ErrorRow]) -> None:
