@@ -106,7 +106,8 @@ class LocalExecutor(Executor):
                     advance(1)
             elif todo:
                 pool = self._get_pool(build_dir)
-                pending = {pool.submit(_work, stage, build_dir, row): row for row in todo}
+                by_cost = sorted(todo, key=lambda r: (-stage.cost(r), stage.unit_id(r)))  # longest first
+                pending = {pool.submit(_work, stage, build_dir, row): row for row in by_cost}
                 try:
                     while pending:
                         finished, _ = wait(pending, return_when=FIRST_COMPLETED)

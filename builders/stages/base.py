@@ -10,6 +10,7 @@ A stage declares:
 - ``setup()``: checks binaries/libraries once per worker, raising ``ToolMissing`` with how to fix it;
 - ``unit_id(row)``: a stable id (never a position in a list);
 - ``fingerprint(row)``: a hash of everything the unit's output depends on; a changed fingerprint redoes the unit;
+- ``cost(row)``: relative work, for scheduling (longest first);
 - ``process(row) -> UnitResult``: output rows, files written (for resume checks) and error rows.
 """
 
@@ -47,6 +48,10 @@ class Stage:
 
     def fingerprint(self, row: dict) -> str:
         return stable_hash(row)
+
+    def cost(self, row: dict) -> float:
+        """Relative work of a unit; the executor starts the costliest first so no core idles at the end."""
+        return 1.0
 
     def process(self, row: dict) -> UnitResult:
         raise NotImplementedError

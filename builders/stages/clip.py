@@ -319,6 +319,9 @@ class ClipStage(Stage):
     def fingerprint(self, row: dict) -> str:
         return stable_hash(row["sha256"], self.spec.model_dump(mode="json"), self.preset, row["n_frames"])
 
+    def cost(self, row: dict) -> float:
+        return float(row["n_frames"] or 0) * float(row.get("width") or 1) * float(row.get("height") or 1)
+
     def process(self, row: dict) -> UnitResult:
         try:
             return self._cut(row)
