@@ -208,7 +208,7 @@ def run_demo(out: Path, workers: int | None = None, include_real: bool = True) -
     summary = build(load_manifest(manifest_path), out / "corpus", workers=workers, manifest_path=manifest_path)
     print_summary(summary)
     report = write_report(out / "corpus")
-    from corpus.hierarchy.demo import make_demo_hierarchy
+    from builders.hierarchy_demo import make_demo_hierarchy
 
     hierarchy = make_demo_hierarchy(out / "opensurgery")
     console.print(

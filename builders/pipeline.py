@@ -11,7 +11,6 @@ Files written under the build dir: ``tables/{sources,fetch,probe,videos,clips,de
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -20,8 +19,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
@@ -33,11 +30,11 @@ from builders.stages.probe import ProbeStage
 from builders.stages.shard import write_split_shards
 from builders.tools import ffmpeg_version
 from corpus.catalog import write_catalog
-from corpus.errors import AnnotationError, ErrorRow, ManifestError
-from corpus.ids import native_id_from_path, sample_key, video_id
-from corpus.listed_source import listed_videos
-from corpus.manifest import CorpusManifest, GlobSpec, Source, VideoListSpec
+from corpus.errors import ErrorRow
+from corpus.ids import sample_key, video_id
+from corpus.manifest import CorpusManifest, Source
 from corpus.progress import console, stage_progress
+from corpus.resolve import official_splits, plan_videos
 from corpus.schemas import table_path, to_table, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
 
@@ -64,120 +61,6 @@ class BuildSummary:
     @property
     def n_errors(self) -> int:
         return sum(self.errors.values())
-
-
-# ---------------------------------------------------------------------------------------------------- plan
-
-
-def _official_splits(src: Source) -> dict[str, str]:
-    """native id -> split from a source's official splits (inline lists or a CSV/YAML file)."""
-    if src.splits is None:
-        return {}
-    out: dict[str, str] = {}
-    for split in SPLITS:
-        for nid in getattr(src.splits, split):
-            out[nid] = split
-    if src.splits.file:
-        path = Path(src.splits.file)
-        path = path if path.is_absolute() else Path(src.root) / path
-        if not path.exists():
-            raise ManifestError(f"{path}: official split file of source {src.name!r} not found")
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(path.read_text()) or {}
-            for split in SPLITS:
-                for nid in data.get(split, []) or []:
-                    out[str(nid)] = split
-        else:
-            with open(path, newline="") as fh:
-                for i, rec in enumerate(csv.DictReader(fh), start=2):
-                    if rec.get("split") not in SPLITS or not rec.get("video"):
-                        raise ManifestError(f"{path}:{i}: expected columns video,split with split in {SPLITS}")
-                    out[rec["video"]] = rec["split"]
-    return out
-
-
-def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
-    """Resolve every source's video list into plan rows (sorted by video id); problems become error rows."""
-    rows: list[dict] = []
-    errors: list[ErrorRow] = []
-    for src in manifest.sources:
-        entries: list[tuple[str, str, str | None, int | None]] = []  # (native id, uri, sha256, bytes)
-        if isinstance(src.videos, GlobSpec):
-            if "://" in src.root:
-                errors.append(
-                    ErrorRow(
-                        "plan",
-                        None,
-                        src.root,
-                        "manifest",
-                        f"source {src.name!r}: a glob needs a local root, got {src.root}",
-                    )
-                )
-                continue
-            root = Path(src.root)
-            if not root.is_dir():
-                errors.append(
-                    ErrorRow(
-                        "plan",
-                        None,
-                        str(root),
-                        "missing_file",
-                        f"source {src.name!r}: root folder {root} does not exist",
-                    )
-                )
-                continue
-            excluded = {p for pat in src.videos.exclude for p in root.glob(pat)}
-            for p in sorted(root.glob(src.videos.glob)):
-                if p.is_file() and p not in excluded:
-                    rel = p.relative_to(root).as_posix()
-                    entries.append((native_id_from_path(rel), str(p), None, None))
-        elif isinstance(src.videos, VideoListSpec):
-            try:
-                listed = listed_videos(src.videos)
-            except AnnotationError as exc:
-                errors.append(ErrorRow.from_exception("plan", exc, video_id=None, uri=src.videos.list))
-                continue
-            errors += listed.errors
-            entries += [(v.native_id, v.uri, None, None) for v in listed.videos]
-        else:
-            for e in src.videos:
-                nid = e.id or native_id_from_path(e.uri.split("://", 1)[-1].split("?")[0].rsplit("/", 1)[-1])
-                entries.append((nid, e.uri, e.sha256, e.bytes))
-        if src.use_splits is not None:  # only the videos of these official splits (e.g. a benchmark's train part)
-            try:
-                membership = _official_splits(src)
-            except ManifestError as exc:
-                errors.append(ErrorRow.from_exception("plan", exc, video_id=None, uri=src.splits.file))
-                continue
-            entries = [e for e in entries if membership.get(e[0]) in src.use_splits]
-        seen: set[str] = set()
-        for nid, uri, sha, size in entries:
-            if nid in seen:
-                errors.append(
-                    ErrorRow(
-                        "plan",
-                        video_id(src.name, nid),
-                        uri,
-                        "duplicate_id",
-                        f"source {src.name!r}: two videos map to the native id {nid!r}; {uri} skipped",
-                    )
-                )
-                continue
-            seen.add(nid)
-            rows.append(
-                {
-                    "video_id": video_id(src.name, nid),
-                    "source": src.name,
-                    "domain": src.domain,
-                    "native_id": nid,
-                    "uri": uri,
-                    "root": src.root,
-                    "expected_sha256": sha,
-                    "expected_bytes": size,
-                }
-            )
-    rows.sort(key=lambda r: r["video_id"])
-    return rows, errors
 
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -216,6 +99,7 @@ def build(
     try:
         log.info("build %s into %s", manifest.name, out)
         plan, errors = plan_videos(manifest)
+        official = _official(manifest)
         write_rows(out, "sources", [_source_row(s, plan) for s in manifest.sources], sort_by=["source"])
 
         timer = _Timer(summary)
@@ -243,7 +127,7 @@ def build(
         write_rows(out, "dedup", dd.rows, sort_by=["level", "cluster_id", "member_id"])
 
         with timer("split"):
-            splits = _split(manifest, videos, dd.video_dup)
+            splits = _split(manifest, videos, dd.video_dup, official)
         n_clips = Counter(c["video_id"] for c in clips)
         for v in videos:
             v["split"], v["split_reason"] = splits[v["video_id"]]
@@ -339,11 +223,14 @@ def _source_row(src: Source, plan: list[dict]) -> dict:
     }
 
 
-def _split(manifest: CorpusManifest, videos: list[dict], video_dup: dict[str, tuple[str, str]]) -> dict:
-    official: dict[str, str] = {}
-    for src in manifest.sources:
-        for nid, split in _official_splits(src).items():
-            official[video_id(src.name, nid)] = split
+def _official(manifest: CorpusManifest) -> dict[str, str]:
+    """video_id -> official split; a missing or malformed split file is a manifest error (raised before any work)."""
+    return {video_id(src.name, nid): split for src in manifest.sources for nid, split in official_splits(src).items()}
+
+
+def _split(
+    manifest: CorpusManifest, videos: list[dict], video_dup: dict[str, tuple[str, str]], official: dict[str, str]
+) -> dict:
     spec = manifest.split
     patterns = {s.name: s.group_pattern or spec.group_pattern for s in manifest.sources}
     group_by = spec.group_by

@@ -52,9 +52,14 @@ def _load(manifest: Path):
 def validate(manifest: Annotated[Path, typer.Argument(help="corpus manifest (YAML)")]) -> None:
     """Check a manifest (fields, values, source files) without building anything."""
     m = _load(manifest)
-    from builders.pipeline import plan_videos
+    from corpus.resolve import official_splits, plan_videos
 
     plan, errors = plan_videos(m)
+    try:
+        for src in m.sources:
+            official_splits(src)
+    except ManifestError as exc:
+        _fail(f"invalid manifest:\n{exc}")
     typer.echo(f"{manifest}: valid corpus manifest {m.name!r}: {len(m.sources)} source(s), {len(plan)} video(s) found")
     for s in m.sources:
         typer.echo(f"  {s.name:<24} {s.domain:<12} {sum(r['source'] == s.name for r in plan):>6} videos  {s.root}")
@@ -89,7 +94,7 @@ def build(
             manifest_path=manifest,
             preset=preset,
         )
-    except ToolMissing as exc:
+    except (ToolMissing, ManifestError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail(f"interrupted: finished work is kept; run the same command to resume ({out})", code=130)

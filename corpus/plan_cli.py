@@ -1,5 +1,5 @@
 """``surgcorpus plan MANIFEST``: expected vs found videos, hours and frames per source and domain (mounted in
-``corpus/cli.py``); the work is ``corpus.plan.plan_corpus``.
+``corpus/cli.py``); the work is ``builders.plan.plan_corpus``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _print_table(plan) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from corpus.plan import versus_reference
+    from builders.plan import versus_reference
 
     console = Console(width=200 if not sys.stdout.isatty() else None)
     t = Table(title=f"surgcorpus plan: {plan.manifest}")
@@ -88,8 +88,8 @@ def plan_cmd(
 ) -> None:
     """Expected (published) vs found (here, now) videos, hours and frames per source and domain, with totals and
     the comparison with the SurgRec reference build (10,535 videos, 214.5M frames)."""
+    from builders.plan import plan_corpus
     from corpus.manifest import load_manifest
-    from corpus.plan import plan_corpus
 
     if fmt not in ("table", "json"):
         typer.secho(f"unknown --format {fmt!r}: use table or json", fg=typer.colors.RED, err=True)

@@ -323,8 +323,8 @@ def test_real_jigsaws_gestures_attach_to_both_views(real_build, real):
 
 
 def test_missing_and_malformed_annotations_become_error_rows(tmp_path, generated):
-    from builders.pipeline import plan_videos
     from builders.stages.annotate import annotate_source
+    from corpus.resolve import plan_videos
 
     ann = tmp_path / "ann" / "transcriptions"
     ann.mkdir(parents=True)

@@ -25,7 +25,7 @@ SETTINGS = ShardSettings(size=None, n_frames=8)
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    from corpus.hierarchy.demo import make_demo_hierarchy
+    from builders.hierarchy_demo import make_demo_hierarchy
 
     return make_demo_hierarchy(tmp_path_factory.mktemp("demo") / "opensurgery")
 

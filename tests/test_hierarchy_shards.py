@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg n
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    from corpus.hierarchy.demo import make_demo_hierarchy
+    from builders.hierarchy_demo import make_demo_hierarchy
 
     return make_demo_hierarchy(tmp_path_factory.mktemp("demo") / "opensurgery")
 
@@ -227,7 +227,8 @@ def test_manifest_route_plans_the_demo_media_with_matching_ids(demo, tmp_path):
     data["sources"][0]["root"] = str(demo / "media")
     (tmp_path / "opensurgery.yaml").write_text(yaml.safe_dump(data))
     manifest = load_manifest(tmp_path / "opensurgery.yaml")
-    pipeline = pytest.importorskip("builders.pipeline")
-    plan, errors = pipeline.plan_videos(manifest)
+    from corpus.resolve import plan_videos
+
+    plan, errors = plan_videos(manifest)
     assert not errors
     assert sorted(r["video_id"] for r in plan) == sorted(v["video_id"] for v in load_hierarchy(demo).videos)

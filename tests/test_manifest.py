@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builders.pipeline import plan_videos
 from corpus.cli import app
 from corpus.errors import ManifestError
 from corpus.manifest import load_manifest
+from corpus.resolve import plan_videos
 from tests.conftest import write_manifest
 
 BASE = {"name": "c", "sources": [{"name": "s", "domain": "laparoscopy", "root": ".", "videos": {"glob": "*.mp4"}}]}

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from builders.hierarchy_demo import DEMO_VIDEOS, demo_records
 from builders.pipeline import build
 from corpus.hierarchy.build import import_hierarchy, load_hierarchy, split_hierarchy
-from corpus.hierarchy.demo import DEMO_VIDEOS, demo_records
 from corpus.hierarchy.split import assign_splits, read_groups
 from corpus.manifest import load_manifest
 from corpus.sources import ADAPTERS

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builders.pipeline import plan_videos
+from builders.plan import REFERENCE_FRAMES, REFERENCE_VIDEOS, plan_corpus
 from corpus.cli import app
 from corpus.manifest import load_manifest, load_source
-from corpus.plan import REFERENCE_FRAMES, REFERENCE_VIDEOS, plan_corpus
+from corpus.resolve import plan_videos
 from corpus.testing import make_video
 from tests.conftest import write_manifest
 

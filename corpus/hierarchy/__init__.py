@@ -1,7 +1,7 @@
 """OpenSurgery-style hierarchies (video → operation → frame): import, validate, split, catalog, export.
 
-Shards are written by :mod:`builders.hierarchy_shards`; see ``docs/hierarchy.md``. Names are imported lazily so
-that ``surgcorpus --help`` does not load DuckDB and pyarrow.
+Shards are written by :mod:`builders.hierarchy_shards`, the demo by :mod:`builders.hierarchy_demo`; see
+``docs/hierarchy.md``. Names are imported lazily so that ``surgcorpus --help`` does not load DuckDB and pyarrow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ _EXPORTS = {
     "export_task": "corpus.hierarchy.exports",
     "import_hierarchy": "corpus.hierarchy.build",
     "load_hierarchy": "corpus.hierarchy.build",
-    "make_demo_hierarchy": "corpus.hierarchy.demo",
     "split_hierarchy": "corpus.hierarchy.build",
     "validate": "corpus.hierarchy.validate",
     "write_hierarchy": "corpus.hierarchy.build",

@@ -189,8 +189,8 @@ def video_list(
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="folder for the demo hierarchy")]) -> None:
     """Generate a small OpenSurgery-style hierarchy from test-pattern videos, split and shard it."""
+    from builders.hierarchy_demo import make_demo_hierarchy
     from corpus.hierarchy.build import load_hierarchy
-    from corpus.hierarchy.demo import make_demo_hierarchy
 
     h = load_hierarchy(make_demo_hierarchy(out))
     typer.echo(

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from builders.pipeline import plan_videos
 from corpus.errors import ErrorRow, SurgcorpusError
 from corpus.manifest import CorpusManifest, Source
 from corpus.progress import stage_progress
+from corpus.resolve import plan_videos
 
 REFERENCE_VIDEOS = 10_535
 REFERENCE_FRAMES = 214_500_000
