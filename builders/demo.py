@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from builders.tools import require_binary
+from corpus.testing import SCOPE_MASK
 
 # (name, lavfi source) — each generator gives visually distinct, slowly changing content
 _PATTERNS = {
@@ -81,7 +82,7 @@ def generate_demo_data(data: Path) -> dict[str, Path]:
     shutil.rmtree(data, ignore_errors=True)
     for name, src in _PATTERNS.items():
         _lavfi(src, lap / f"{name}.mp4")
-    circle = "format=yuv420p,geq=lum='if(lt(hypot(X-W/2,Y-H/2),H/2-4),lum(X,Y),0)':cb='cb(X,Y)':cr='cr(X,Y)'"
+    circle = SCOPE_MASK
     for name, src in _ENDO.items():
         _lavfi(src, endo / f"{name}.mkv", vf=circle)
     for trial, src in _ROBOT_TRIALS.items():
@@ -142,6 +143,7 @@ def demo_manifest(out: Path, roots: dict[str, Path], real_root: Path | None) -> 
             "domain": "endoscopy",
             "license": "CC0 (generated)",
             "root": str(roots["endo-sim"]),
+            "mask": "circle",
             "videos": {"glob": "**/*.mkv"},
         },
         {

@@ -115,7 +115,10 @@ def build(
         errors += probed.errors
         write_rows(out, "probe", probed.rows, sort_by=["video_id"])
         facts = {r["video_id"]: r for r in probed.rows}
-        videos = [{**f, **facts[f["video_id"]]} for f in fetched.rows if f["video_id"] in facts]
+        mask = {s.name: s.mask for s in manifest.sources}
+        videos = [
+            {**f, **facts[f["video_id"]], "mask": mask[f["source"]]} for f in fetched.rows if f["video_id"] in facts
+        ]
 
         with timer("clip"):
             cut = executor.run(str(out), ClipStage(str(out), manifest.clips, preset), videos)

@@ -177,12 +177,14 @@ def status(build_dir: BuildDir = Path("build/corpus")) -> None:
 @app.command()
 def errors(build_dir: BuildDir = Path("build/corpus"), fmt: Format = "table") -> None:
     """The errors table: stage, video, uri, kind and message of every failure."""
+    import duckdb
+
     from corpus.catalog import query as run_query
 
     try:
         cols, rows = run_query(build_dir, "SELECT stage, video_id, uri, kind, message FROM errors ORDER BY ALL")
-    except Exception as exc:  # noqa: BLE001 - no errors table yet is reported, not raised
-        _fail(f"{build_dir}: no errors table ({exc})")
+    except (FileNotFoundError, duckdb.Error) as exc:
+        _fail(f"{build_dir}: no errors table yet ({exc})")
     _print_rows(cols, rows, fmt)
 
 

@@ -111,6 +111,9 @@ class Source(_Model):
     group_pattern: str | None = Field(
         default=None, description="regex on the native id; its first group keeps videos in one split"
     )
+    mask: Literal["none", "black-border", "circle"] | None = Field(
+        default=None, description="this source's mask crop, overriding clips.mask (e.g. circle for endoscopy)"
+    )
     homepage: str | None = None
 
     @field_validator("videos", mode="before")

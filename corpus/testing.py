@@ -7,6 +7,10 @@ import subprocess
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+_INSIDE = "lt(hypot(X-W/2,Y-H/2),H/2-4)"
+SCOPE_MASK = (  # an ffmpeg filter that blacks out everything outside a centred circle, like an endoscope view
+    f"format=yuv420p,geq=lum='if({_INSIDE},lum(X,Y),0)':cb='if({_INSIDE},cb(X,Y),128)':cr='if({_INSIDE},cr(X,Y),128)'"
+)
 REAL = SHARED / "data" / "real"
 
 

@@ -10,7 +10,7 @@ from builders.stages.clip import ClipStage
 from builders.stages.probe import ProbeStage, probe_video
 from corpus.errors import EmptyVideo, ProbeError
 from corpus.manifest import ClipSpec
-from corpus.testing import count_frames, make_video
+from corpus.testing import SCOPE_MASK, count_frames, make_video
 
 CHOLEC = "Moshintha20__CholecT50-Cholec80-Task-Phase-Groupings/dataset/similarity score above 0.975/group 20"
 
@@ -105,7 +105,7 @@ def test_jpg_frames_and_no_crop_keeps_aspect(tmp_path):
 
 
 def test_circular_mask_is_cropped(tmp_path):
-    circle = "format=yuv420p,geq=lum='if(lt(hypot(X-W/2,Y-H/2),H/2-4),lum(X,Y),0)':cb='cb(X,Y)':cr='cr(X,Y)'"
+    circle = SCOPE_MASK
     src = make_video(tmp_path / "endo.mp4", 2.0, size="320x240", source="testsrc2=size=320x240:rate=25", vf=circle)
     from builders.stages.clip import detect_mask_crop
 
@@ -152,3 +152,33 @@ def test_probe_reports_audio_stream(tmp_path):
     facts = probe_video(str(path))
     assert facts["has_audio"] and facts["n_frames"] == 20 and facts["fps"] == 10
     assert not probe_video(str(make_video(tmp_path / "silent.mp4", 1)))["has_audio"]
+
+
+def test_mask_detection_falls_back_to_ffmpeg_when_decord_fails(tmp_path, monkeypatch):
+    import decord
+
+    from builders.stages.clip import detect_mask_crop
+
+    circle = SCOPE_MASK
+    src = make_video(tmp_path / "endo.mp4", 2.0, size="320x240", source="testsrc2=size=320x240:rate=25", vf=circle)
+    expected = detect_mask_crop(str(src), 50, "black-border")
+
+    def refuse(*args, **kwargs):
+        raise decord.DECORDError("cannot open")
+
+    monkeypatch.setattr(decord, "VideoReader", refuse)
+    assert detect_mask_crop(str(src), 50, "black-border") == expected is not None
+
+
+def test_source_mask_overrides_the_corpus_setting(tmp_path):
+    import decord
+
+    src = make_video(tmp_path / "endo.mp4", 1.0, size="320x240", source="testsrc2=size=320x240:rate=25", vf=SCOPE_MASK)
+    facts = probe_video(str(src))
+    stage = ClipStage(str(tmp_path / "build"), ClipSpec(fps=4, size=64, seconds=1))  # corpus: no mask
+    corners = {}
+    for mask in ("none", "circle"):
+        res = stage.process(_row(src, **facts, mask=mask))
+        frame = decord.VideoReader(str(tmp_path / "build" / res.rows[0]["path"]))[0].asnumpy()
+        corners[mask] = float(frame[:6, :6].mean())
+    assert corners["none"] < 8 < corners["circle"]

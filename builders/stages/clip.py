@@ -62,13 +62,13 @@ def phash_of_gray(frame: np.ndarray) -> int:
 def _sample_frames_gray(path: str, n_frames: int, count: int = 6) -> np.ndarray:
     """A few grey frames spread over the video: decord random access, ffmpeg seek as the fallback."""
     idx = sorted({int(i) for i in np.linspace(0, max(0, n_frames - 1), count + 2)[1:-1]})
-    try:
-        import decord
+    import decord
 
+    try:
         vr = decord.VideoReader(path, num_threads=1)
         frames = vr.get_batch([min(i, len(vr) - 1) for i in idx]).asnumpy()
-        return frames.mean(axis=3).astype(np.uint8)
-    except Exception as exc:  # decord raises DECORDError/RuntimeError for what it cannot open
+        return (frames @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)  # BT.601 luma
+    except (decord.DECORDError, RuntimeError) as exc:  # what decord cannot open or seek
         log.info("decord could not open %s (%s); sampling frames with ffmpeg", path, exc)
     out = []
     probe = subprocess.run(
@@ -317,7 +317,12 @@ class ClipStage(Stage):
             require_encoder("libx264")
 
     def fingerprint(self, row: dict) -> str:
-        return stable_hash(row["sha256"], self.spec.model_dump(mode="json"), self.preset, row["n_frames"])
+        return stable_hash(
+            row["sha256"], self.spec.model_dump(mode="json"), self.preset, row["n_frames"], self._mask(row)
+        )
+
+    def _mask(self, row: dict) -> str:
+        return row.get("mask") or self.spec.mask
 
     def cost(self, row: dict) -> float:
         return float(row["n_frames"] or 0) * float(row.get("width") or 1) * float(row.get("height") or 1)
@@ -341,8 +346,8 @@ class ClipStage(Stage):
         work = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
         try:
             crop = None
-            if spec.mask != "none":
-                crop = detect_mask_crop(row["path"], int(row["n_frames"]), spec.mask)
+            if self._mask(row) != "none":
+                crop = detect_mask_crop(row["path"], int(row["n_frames"]), self._mask(row))
             hashes = self._run_ffmpeg(row["path"], crop, work)
             rows, files = self._collect(row, work, rel_dir, hashes, crop)
             if final.exists():
