@@ -50,23 +50,20 @@ def write_manifest(path: Path, data: dict) -> Path:
     return path
 
 
+def generated_corpus(generated: Path) -> dict:
+    """The corpus manifest over the ``generated`` fixture: two sources, 1 s clips at 8 fps, 64 px."""
+    return {
+        "name": "gen",
+        "sources": [
+            {"name": "site-a", "domain": "laparoscopy", "root": str(generated / "a"), "videos": {"glob": "*.mp4"}},
+            {"name": "site-b", "domain": "endoscopy", "root": str(generated / "b"), "videos": {"glob": "**/*.mp4"}},
+        ],
+        "clips": {"fps": 8, "size": 64, "seconds": 1},
+        "split": {"val": 0.3, "test": 0.3, "seed": 1},
+        "shard": {"max_samples": 5},
+    }
+
+
 @pytest.fixture
 def generated_manifest(tmp_path, generated) -> Path:
-    return write_manifest(
-        tmp_path / "gen.yaml",
-        {
-            "name": "gen",
-            "sources": [
-                {"name": "site-a", "domain": "laparoscopy", "root": str(generated / "a"), "videos": {"glob": "*.mp4"}},
-                {
-                    "name": "site-b",
-                    "domain": "laparoscopy",
-                    "root": str(generated / "b"),
-                    "videos": {"glob": "**/*.mp4"},
-                },
-            ],
-            "clips": {"fps": 8, "size": 64, "seconds": 1},
-            "split": {"val": 0.3, "test": 0.3, "seed": 1},
-            "shard": {"max_samples": 5},
-        },
-    )
+    return write_manifest(tmp_path / "gen.yaml", generated_corpus(generated))

@@ -21,7 +21,7 @@ from builders.pipeline import build
 from corpus.catalog import query
 from corpus.cli import app
 from corpus.manifest import load_manifest
-from tests.conftest import write_manifest
+from tests.conftest import generated_corpus, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -40,26 +40,7 @@ def _table(out: Path, name: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def gen_build(tmp_path_factory, generated):
     tmp = tmp_path_factory.mktemp("genbuild")
-    from tests.conftest import write_manifest as wm
-
-    manifest = wm(
-        tmp / "gen.yaml",
-        {
-            "name": "gen",
-            "sources": [
-                {"name": "site-a", "domain": "laparoscopy", "root": str(generated / "a"), "videos": {"glob": "*.mp4"}},
-                {
-                    "name": "site-b",
-                    "domain": "endoscopy",
-                    "root": str(generated / "b"),
-                    "videos": {"glob": "**/*.mp4"},
-                },
-            ],
-            "clips": {"fps": 8, "size": 64, "seconds": 1},
-            "split": {"val": 0.3, "test": 0.3, "seed": 1},
-            "shard": {"max_samples": 5},
-        },
-    )
+    manifest = write_manifest(tmp / "gen.yaml", generated_corpus(generated))
     out = tmp / "out"
     summary = build(load_manifest(manifest), out, workers=2, show_progress=False)
     return manifest, out, summary
