@@ -154,19 +154,15 @@ def report(
 @app.command()
 def status(build_dir: BuildDir = Path("build/corpus")) -> None:
     """Finished units per stage and table sizes, read from the build dir (not from logs)."""
-    from corpus.schemas import SCHEMAS, table_path
+    import pyarrow.parquet as pq
 
     state = build_dir / "_state"
     if not build_dir.exists():
         _fail(f"{build_dir}: no such build dir")
-    for stage in ("fetch", "probe", "clip", "shard"):
-        n = len(list((state / stage).glob("*.json"))) if (state / stage).exists() else 0
-        typer.echo(f"{stage:<8} {n:>7} unit(s) done")
-    import pyarrow.parquet as pq
-
-    for name in SCHEMAS:
-        p = table_path(build_dir, name)
-        typer.echo(f"table {name:<8} {pq.ParquetFile(p).metadata.num_rows if p.exists() else '-':>7} row(s)")
+    for stage in sorted(p.name for p in state.iterdir() if p.is_dir()) if state.exists() else []:
+        typer.echo(f"{stage:<16} {len(list((state / stage).glob('*.json'))):>7} unit(s) done")
+    for path in sorted((build_dir / "tables").glob("*.parquet")):
+        typer.echo(f"table {path.stem:<16} {pq.ParquetFile(path).metadata.num_rows:>7} row(s)")
     lock = build_dir / "build.lock"
     if lock.exists():
         typer.echo(f"last complete build: manifest {json.loads(lock.read_text())['manifest_sha256']}")

@@ -333,3 +333,19 @@ def test_missing_and_malformed_annotations_become_error_rows(tmp_path, generated
     (ann / "v1.txt").write_text("1 10 G1\nten 20 G3\n")
     got = annotate_source(m.sources[0], plan)
     assert [e.kind for e in got.errors] == ["annotation"] and "v1.txt:2" in got.errors[0].message
+
+
+def test_status_errors_and_report_commands(gen_build):
+    _, out, _ = gen_build
+    runner = CliRunner()
+    res = runner.invoke(app, ["status", "--build", str(out)])
+    assert res.exit_code == 0 and "table videos" in res.output and "last complete build" in res.output
+    clip_line = [ln for ln in res.output.splitlines() if ln.startswith("clip ")][0]
+    assert int(clip_line.split()[1]) == 5  # one unit per probed video
+    res = runner.invoke(app, ["errors", "--build", str(out), "--format", "json"])
+    assert [e["video_id"] for e in json.loads(res.output)] == ["site-b/broken"]
+    res = runner.invoke(app, ["report", "--build", str(out)])
+    assert res.exit_code == 0 and Path(res.output.strip()).is_file()
+    assert "site-b/broken" in Path(res.output.strip()).read_text()
+    res = runner.invoke(app, ["status", "--build", str(out / "nope")])
+    assert res.exit_code == 2
