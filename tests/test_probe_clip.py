@@ -182,3 +182,32 @@ def test_source_mask_overrides_the_corpus_setting(tmp_path):
         frame = decord.VideoReader(str(tmp_path / "build" / res.rows[0]["path"]))[0].asnumpy()
         corners[mask] = float(frame[:6, :6].mean())
     assert corners["none"] < 8 < corners["circle"]
+
+
+def test_rotated_video_keeps_its_display_orientation(tmp_path):
+    plain = make_video(tmp_path / "plain.mp4", 2.0, size="320x180")
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(plain), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rotated)],
+        check=True,
+    )
+    assert probe_video(str(rotated))["rotation"] in (90, 270)
+    res = _cut(tmp_path, rotated, ClipSpec(fps=4, size=90, seconds=1, crop="none"))
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+            str(tmp_path / "build" / res.rows[0]["path"]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == "90,160" and (res.rows[0]["width"], res.rows[0]["height"]) == (90, 160)

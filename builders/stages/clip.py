@@ -394,7 +394,10 @@ class ClipStage(Stage):
         spec, vid = self.spec, row["video_id"]
         plan = ClipPlan(spec.length_frames, spec.stride_frames)
         hash_every = max(1, plan.length // 4)
-        width, height = output_size(spec, int(row["width"] or 0), int(row["height"] or 0), crop)
+        src_w, src_h = int(row["width"] or 0), int(row["height"] or 0)
+        if int(row.get("rotation") or 0) in (90, 270):  # ffmpeg applies the display rotation while decoding
+            src_w, src_h = src_h, src_w
+        width, height = output_size(spec, src_w, src_h, crop)
         out_rows, files = [], []
         for k in range(plan.series):
             if spec.format == "mp4":
