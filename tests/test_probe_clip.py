@@ -193,21 +193,26 @@ def test_rotated_video_keeps_its_display_orientation(tmp_path):
     )
     assert probe_video(str(rotated))["rotation"] in (90, 270)
     res = _cut(tmp_path, rotated, ClipSpec(fps=4, size=90, seconds=1, crop="none"))
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-            str(tmp_path / "build" / res.rows[0]["path"]),
-        ],
-        capture_output=True,
-        text=True,
+    out = probe_video(str(tmp_path / "build" / res.rows[0]["path"]))
+    assert (out["width"], out["height"]) == (90, 160) and (res.rows[0]["width"], res.rows[0]["height"]) == (90, 160)
+
+
+def test_mask_on_a_rotated_video_is_found_in_display_orientation(tmp_path):
+    from builders.stages.clip import detect_mask_crop
+
+    src = make_video(
+        tmp_path / "endo.mp4",
+        1.0,
+        size="320x240",
+        source="testsrc2=size=320x240:rate=25",
+        vf=f"{SCOPE_MASK},pad=320:320:0:0",
+    )  # mask in the top part of a tall-ish frame
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(src), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rotated)],
         check=True,
-    ).stdout.strip()
-    assert out == "90,160" and (res.rows[0]["width"], res.rows[0]["height"]) == (90, 160)
+    )
+    upright = detect_mask_crop(str(src), 25, "black-border")
+    turned = detect_mask_crop(str(rotated), 25, "black-border", rotated=True)
+    assert upright is not None and turned is not None
+    assert (turned.w, turned.h) == (upright.h, upright.w)

@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 
 from builders.stages.base import Stage, UnitResult, stable_hash
@@ -59,65 +60,53 @@ def phash_of_gray(frame: np.ndarray) -> int:
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 
-def _sample_frames_gray(path: str, n_frames: int, count: int = 6) -> np.ndarray:
-    """A few grey frames spread over the video: decord random access, ffmpeg seek as the fallback."""
-    idx = sorted({int(i) for i in np.linspace(0, max(0, n_frames - 1), count + 2)[1:-1]})
+def _sample_frames_gray(path: str, n_frames: int, rotated: bool = False, count: int = 6) -> np.ndarray:
+    """A few grey frames spread over the video, in display orientation (as the clip filter graph sees them).
+
+    decord seeks to them; ffmpeg (one decode pass, a ``select`` of those frames) is the fallback for files decord
+    cannot open and for rotated videos, which decord does not rotate.
+    """
     import decord
 
-    try:
-        vr = decord.VideoReader(path, num_threads=1)
-        frames = vr.get_batch([min(i, len(vr) - 1) for i in idx]).asnumpy()
-        return (frames @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)  # BT.601 luma
-    except (decord.DECORDError, RuntimeError) as exc:  # what decord cannot open or seek
-        log.info("decord could not open %s (%s); sampling frames with ffmpeg", path, exc)
-    out = []
-    probe = subprocess.run(
+    idx = sorted({int(i) for i in np.linspace(0, max(0, n_frames - 1), count + 2)[1:-1]})
+    if not rotated:
+        try:
+            vr = decord.VideoReader(path, num_threads=1)
+            frames = vr.get_batch([min(i, len(vr) - 1) for i in idx]).asnumpy()
+            return (frames @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)  # BT.601 luma
+        except (decord.DECORDError, RuntimeError) as exc:  # what decord cannot open or seek
+            log.info("decord could not open %s (%s); sampling frames with ffmpeg", path, exc)
+    st = ffmpeg.probe(path, select_streams="v:0")["streams"][0]
+    w, h = (st["height"], st["width"]) if rotated else (st["width"], st["height"])
+    select = "+".join(f"eq(n,{i})" for i in idx)
+    res = subprocess.run(
         [
-            "ffprobe",
+            require_binary("ffmpeg"),
+            "-nostdin",
             "-v",
             "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
+            "-i",
             path,
+            "-vf",
+            f"select='{select}',format=gray",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "pipe:1",
         ],
         capture_output=True,
-        text=True,
         check=False,
     )
-    w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
-    for i in idx:
-        res = subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-i",
-                path,
-                "-vf",
-                f"select=eq(n\\,{i}),format=gray",
-                "-frames:v",
-                "1",
-                "-f",
-                "rawvideo",
-                "pipe:1",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        if len(res.stdout) == w * h:
-            out.append(np.frombuffer(res.stdout, np.uint8).reshape(h, w))
-    if not out:
-        raise DecodeError(f"{path}: could not sample frames for mask detection")
-    return np.stack(out)
+    n = len(res.stdout) // (w * h)
+    if res.returncode != 0 or n == 0:
+        raise DecodeError(f"{path}: could not sample frames for mask detection", detail=res.stderr.decode()[-2000:])
+    return np.frombuffer(res.stdout[: n * w * h], np.uint8).reshape(n, h, w)
 
 
-def detect_mask_crop(path: str, n_frames: int, mode: str, threshold: int = 16) -> Crop | None:
+def detect_mask_crop(path: str, n_frames: int, mode: str, threshold: int = 16, rotated: bool = False) -> Crop | None:
     """Crop that removes black borders (``black-border``) or frames a circular endoscope view (``circle``)."""
-    frames = _sample_frames_gray(path, n_frames)
+    frames = _sample_frames_gray(path, n_frames, rotated)
     lit = frames.max(axis=0) > threshold
     rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
     if len(rows) == 0 or len(cols) == 0:
@@ -347,7 +336,8 @@ class ClipStage(Stage):
         try:
             crop = None
             if self._mask(row) != "none":
-                crop = detect_mask_crop(row["path"], int(row["n_frames"]), self._mask(row))
+                rotated = int(row.get("rotation") or 0) in (90, 270)
+                crop = detect_mask_crop(row["path"], int(row["n_frames"]), self._mask(row), rotated=rotated)
             hashes = self._run_ffmpeg(row["path"], crop, work)
             rows, files = self._collect(row, work, rel_dir, hashes, crop)
             if final.exists():
