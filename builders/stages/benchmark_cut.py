@@ -8,12 +8,12 @@ one thread, so a rebuild writes the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 from builders.stages.base import Stage, UnitResult, stable_hash
+from builders.stages.cas import sha256_file
 from builders.stages.probe import probe_video
 from builders.tools import require_binary, require_encoder
 from corpus.errors import DecodeError, ErrorRow, MissingInput, SurgcorpusError
@@ -73,14 +73,6 @@ def cut_command(src: str, clips: list[dict], out: list[Path], crf: int) -> list[
     return cmd
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class CutClipsStage(Stage):
     """Cut the planned clips of one raw video into ``<build>/clips/<published path>``."""
 
@@ -122,6 +114,11 @@ class CutClipsStage(Stage):
         for c, r, p in zip(clips, rel, tmp, strict=True):
             os.replace(p, build / r)
             rows.append(
-                {"path": c["path"], "file": r, "bytes": (build / r).stat().st_size, "sha256": _sha256(build / r)}
+                {
+                    "path": c["path"],
+                    "file": r,
+                    "bytes": (build / r).stat().st_size,
+                    "sha256": sha256_file(build / r)[0],
+                }
             )
         return UnitResult(rows=rows, files=rel)

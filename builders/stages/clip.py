@@ -30,6 +30,7 @@ import ffmpeg
 import numpy as np
 
 from builders.stages.base import Stage, UnitResult, stable_hash
+from builders.stages.cas import sha256_file
 from builders.tools import require_binary, require_encoder
 from corpus.errors import DecodeError, ErrorRow, SurgcorpusError
 from corpus.ids import clip_id, safe_relpath
@@ -269,14 +270,6 @@ def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, pr
     return cmd
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _segment_list(path: Path, fps: float) -> list[tuple[str, int]]:
     """Segment files and their frame counts, from the CSV list the segment muxer writes (no re-probe)."""
     if not path.exists():
@@ -409,7 +402,7 @@ class ClipStage(Stage):
                 if spec.format == "mp4":
                     target = work / f"{name}.mp4"
                     os.replace(piece[0], target)
-                    digest, size = _sha256_file(target), target.stat().st_size
+                    digest, size = sha256_file(target)
                     rel = rel_dir / target.name
                 else:
                     folder = work / name
