@@ -11,12 +11,15 @@ Files written under the build dir: ``tables/{sources,fetch,probe,videos,clips,de
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import platform
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +105,7 @@ def build(
         official = _official(manifest)
         write_rows(out, "sources", [_source_row(s, plan) for s in manifest.sources], sort_by=["source"])
 
-        timer = _Timer(summary)
+        timer = functools.partial(_timed, summary)
         with timer("annotate"):
             errors += _annotate(manifest, plan, out)
         with timer("fetch"):
@@ -178,23 +181,14 @@ def build(
         handler.close()
 
 
-class _Timer:
-    def __init__(self, summary: BuildSummary) -> None:
-        self.summary = summary
-
-    def __call__(self, name: str):
-        summary = self.summary
-
-        class _Ctx:
-            def __enter__(self) -> None:
-                self.t = time.perf_counter()
-                log.info("stage %s: start", name)
-
-            def __exit__(self, *exc) -> None:
-                summary.stage_seconds[name] = time.perf_counter() - self.t
-                log.info("stage %s: %.2f s", name, summary.stage_seconds[name])
-
-        return _Ctx()
+@contextmanager
+def _timed(summary: BuildSummary, name: str) -> Iterator[None]:
+    """Record a stage's wall time in ``summary.stage_seconds`` and the log."""
+    t = time.perf_counter()
+    log.info("stage %s: start", name)
+    yield
+    summary.stage_seconds[name] = time.perf_counter() - t
+    log.info("stage %s: %.2f s", name, summary.stage_seconds[name])
 
 
 def _annotate(manifest: CorpusManifest, plan: list[dict], out: Path) -> list[ErrorRow]:
