@@ -139,3 +139,76 @@ def test_ldpolypvideo_has_no_naming_scheme_and_audits_splits_only(tmp_path):
 
     shared = vids("train") & vids("test")
     assert sorted(report["shared_videos"]["train/test"]) == sorted(shared) and len(shared) > 50
+
+
+KC_COLUMNS = "filename;video_id;frame_number;finding_category;finding_class;x1;y1;x2;y2;x3;y3;x4;y4"
+KC_CLASSES = {  # published folder -> Kvasir-Capsule finding_class
+    "Ileocecal valve": "Ileocecal valve",
+    "blood-fresh": "Blood - fresh",
+    "foreign-body": "Foreign body",
+    "lymphangiectasia": "Lymphangiectasia",
+    "normal-clean-mucosa": "Normal clean mucosa",
+    "pylorus": "Pylorus",
+    "reduced-mucosal-view": "Reduced mucosal view",
+}
+
+
+def _kvasir_capsule_metadata(folder: Path, segments: list[tuple[str, str, int, int]]) -> Path:
+    """``metadata.csv`` as released: one ``;``-separated row per labelled frame (boxes empty)."""
+    rows = [
+        f"{vid}_{f}.jpg;{vid};{f};{'Anatomy' if cls in ('Pylorus', 'Ileocecal valve') else 'Luminal'};{cls}" + ";" * 8
+        for vid, cls, a, b in segments
+        for f in range(a, b)
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.csv").write_text(KC_COLUMNS + "\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_kvasir_capsule_window_rule_is_consistent_with_every_published_row(bench, tmp_path):
+    """A consistency check of the naming rule, not a check against the real metadata.csv (we have none): segments
+    are derived from the published names alone, written as per-frame metadata.csv rows, and planned."""
+    pub = published("kvasir-capsule")
+    windows: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for p in pub:
+        folder, name = p.split("/")[-2:]
+        vid, span = name.removesuffix(".mp4").split("_")
+        a, b = map(int, span.split("-"))
+        assert 0 < b - a <= 80
+        windows.setdefault((vid, KC_CLASSES[folder]), []).append((a, b))
+    # 1. each maximal run of adjacent published windows as one segment: the plan names exactly the published rows,
+    #    so a window shorter than 80 frames only ever ends a run and no run leaves a window out
+    runs = []
+    for (vid, cls), ws in windows.items():
+        for a, b in sorted(ws):
+            if runs and runs[-1][:2] == (vid, cls) and runs[-1][3] == a and (a - runs[-1][2]) % 80 == 0:
+                runs[-1] = (vid, cls, runs[-1][2], b)
+            else:
+                runs.append((vid, cls, a, b))
+    clips = plan(bench.get("kvasir-capsule"), _kvasir_capsule_metadata(tmp_path / "runs", runs))
+    assert sorted(c.path for c in clips) == sorted(pub) and len(clips) == len(pub) == 411
+    assert all(pub[c.path] == c.label_id for c in clips)
+    assert all(c.path.endswith(f"_{c.start_frame}-{c.end_frame}.mp4") for c in clips)  # cut = named frames
+    # 2. one segment per video, class and 80-frame grid, first to last published frame: every published row is
+    #    planned with its label, and the published rows are a subset of those windows (which ones is not derivable)
+    spans = {}
+    for (vid, cls), ws in windows.items():
+        for a, b in sorted(ws):
+            key = (vid, cls, a % 80)
+            spans[key] = (min(spans.get(key, (a, b))[0], a), max(spans.get(key, (a, b))[1], b))
+    segs = [(vid, cls, a, b) for (vid, cls, _), (a, b) in spans.items()]
+    clips = plan(bench.get("kvasir-capsule"), _kvasir_capsule_metadata(tmp_path / "spans", segs))
+    planned = {c.path: c.label_id for c in clips}
+    assert all(planned.get(p) == lab for p, lab in pub.items())
+    assert len(planned) > 3 * len(pub)  # published: under a third of the windows these spans hold
+
+
+def test_hyper_kvasir_has_no_naming_scheme(tmp_path):
+    """SurgRec's <uuid>_<k>.avi pieces depend on each video's length and an unpublished piece length."""
+    raw = tmp_path / "raw" / "labeled-videos" / "lower-gi-tract" / "polyps"
+    raw.mkdir(parents=True)
+    (raw / "0c35ad30-14c3-4ab9-b60b-b421e568a921.avi").write_bytes(b"")
+    res = CliRunner().invoke(
+        app, ["clips", "hyper-kvasir", "--root", str(raw.parents[2]), "--out", str(tmp_path / "c")]
+    )
+    assert res.exit_code == 2 and "cannot be derived from the annotations" in res.output

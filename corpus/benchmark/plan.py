@@ -252,6 +252,28 @@ def plan_cat21(segments, videos, spec):
     return out
 
 
+KVASIR_CAPSULE_WINDOW = 80
+KVASIR_CAPSULE_FOLDERS = {"Ileocecal valve": "Ileocecal valve"}  # SurgRec kept this one class name as is
+
+
+def plan_kvasir_capsule(segments, videos, spec):
+    """``videos/<folder>/<video>_SSSS-EEEE.mp4``: each finding segment cut into windows of up to 80 frames from its
+    start (end exclusive, the last window shorter); folder = the class slug (``blood-fresh``), "Ileocecal valve" as
+    is. Inferred from SurgRec's published names; which windows SurgRec kept is not derivable (see the manifest)."""
+    out = []
+    for vid, segs in _by_video(segments).items():
+        native, fps = _native(vid), videos.get(vid, {}).get("fps") or 30.0
+        for s in segs:
+            if not _long_enough(s, spec):
+                continue
+            folder = KVASIR_CAPSULE_FOLDERS.get(s["label"], _slug(s["label"]))
+            for a in range(s["start_frame"], s["end_frame"], KVASIR_CAPSULE_WINDOW):
+                b = min(a + KVASIR_CAPSULE_WINDOW, s["end_frame"])
+                c = _clip(spec, f"videos/{folder}/{native}_{a}-{b}.mp4", s, f"labelled_videos/{native}.mp4", fps)
+                out.append(replace(c, start_frame=a, end_frame=b))
+    return out
+
+
 PLANNERS: dict[str, Planner] = {
     "cataract-101": plan_cataract101,
     "jigsaws": plan_jigsaws,
@@ -264,6 +286,7 @@ PLANNERS: dict[str, Planner] = {
     "folder": plan_folder,
     "aixsuture": plan_aixsuture,
     "cat-21": plan_cat21,
+    "kvasir-capsule": plan_kvasir_capsule,
 }
 
 
