@@ -5,8 +5,8 @@ the resampled timeline (4 per clip). A video's signature is its hash sequence in
 
 - Video level: exact duplicates share a sha256; near duplicates (re-encoded, resized, brightness/contrast changed,
   trimmed) have a time offset at which the mean Hamming distance of the overlapping hashes is at most
-  ``video_threshold`` over at least ``min_match_fraction`` of the shorter sequence. Candidate pairs come from
-  locality-sensitive buckets (16-bit bands of the hashes), never from all pairs.
+  ``video_threshold`` over at least ``min_match_fraction`` of the shorter sequence. Candidate pairs, and the offsets
+  to try, come from a faiss binary-index range search of sampled hashes against all hashes, never from all pairs.
 - Clip level: clips of a duplicate video point to the representative's clip nearest in time; among the other
   clips, exact (same clip sha256) and near duplicates across different videos.
 
@@ -15,7 +15,8 @@ A cluster's representative is its longest member (ties: smallest id); the others
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,9 @@ import numpy as np
 from corpus.manifest import DedupSpec
 from corpus.unionfind import UnionFind
 
-BANDS = 4
+MAX_HITS = 64  # a query hash near this many other items (a black frame, a test card) says nothing: skip it
+QUERIES_PER_ITEM = 64
+EXACT_INDEX_LIMIT = 200_000  # up to this many hashes, an exact (flat) index; above, an IVF index (nprobe 32)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,13 +39,22 @@ class Match:
     offset: int  # b's hash index 0 aligns with a's index `offset`
 
 
-def best_alignment(a: np.ndarray, b: np.ndarray, min_fraction: float) -> Match | None:
-    """Offset of ``b`` within ``a`` with the lowest mean Hamming distance over a long enough overlap."""
+def best_alignment(
+    a: np.ndarray, b: np.ndarray, min_fraction: float, offsets: Iterable[int] | None = None
+) -> Match | None:
+    """Offset of ``b`` within ``a`` with the lowest mean Hamming distance over a long enough overlap.
+
+    ``offsets`` restricts the search (each is tried with its two neighbours); by default every offset is tried.
+    """
     if len(a) == 0 or len(b) == 0:
         return None
     need = max(1, int(np.ceil(min_fraction * min(len(a), len(b)))))
+    if offsets is None:
+        tried: Iterable[int] = range(-(len(b) - need), len(a) - need + 1)
+    else:
+        tried = sorted({o + d for o in offsets for d in (-1, 0, 1)})
     best: Match | None = None
-    for offset in range(-(len(b) - need), len(a) - need + 1):
+    for offset in tried:
         lo_a, lo_b = max(0, offset), max(0, -offset)
         n = min(len(a) - lo_a, len(b) - lo_b)
         if n < need:
@@ -53,19 +65,72 @@ def best_alignment(a: np.ndarray, b: np.ndarray, min_fraction: float) -> Match |
     return best
 
 
-def candidate_pairs(signatures: dict[str, np.ndarray], max_bucket: int = 200) -> set[tuple[str, str]]:
-    """Pairs of ids that share a 16-bit band value in some hash (LSH); oversized buckets are skipped."""
-    buckets: dict[tuple[int, int], set[str]] = defaultdict(set)
-    for key, sig in signatures.items():
-        for band in range(BANDS):
-            for value in np.unique((sig >> np.uint64(16 * band)) & np.uint64(0xFFFF)):
-                buckets[(band, int(value))].add(key)
-    pairs: set[tuple[str, str]] = set()
-    for members in buckets.values():
-        if 1 < len(members) <= max_bucket:
-            ordered = sorted(members)
-            pairs.update((a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :])
-    return pairs
+def _binary_index(codes: np.ndarray):
+    """A faiss index over 64-bit hashes: exact up to ``EXACT_INDEX_LIMIT`` codes, inverted lists above."""
+    import faiss
+
+    data = np.ascontiguousarray(codes).view(np.uint8).reshape(-1, 8)
+    if len(data) <= EXACT_INDEX_LIMIT:
+        index = faiss.IndexBinaryFlat(64)
+    else:
+        nlist = int(min(65536, 4 * np.sqrt(len(data))))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, nlist)
+        rng = np.random.default_rng(0)
+        index.train(data[rng.choice(len(data), min(len(data), 32 * nlist, 262_144), replace=False)])
+        index.nprobe = 32
+    index.add(data)
+    return index
+
+
+def candidate_pairs(
+    signatures: dict[str, np.ndarray], radius: int, min_votes: int = 2
+) -> dict[tuple[str, str], Counter]:
+    """Pairs of ids whose hashes come within ``radius`` bits, with the offsets at which they do; never all pairs.
+
+    All hashes go into one faiss binary index; up to ``QUERIES_PER_ITEM`` evenly spaced hashes of each item are
+    range-searched in it. A pair needs ``min_votes`` query hits (fewer when an item has fewer hashes). The result
+    maps ``(a, b)`` (a < b) to a Counter of offsets ``position in a - position in b``, for the alignment.
+    """
+    keys = sorted(k for k, v in signatures.items() if len(v))
+    if len(keys) < 2:
+        return {}
+    codes = np.concatenate([signatures[k] for k in keys]).astype(np.uint64)
+    owner = np.concatenate([np.full(len(signatures[k]), i) for i, k in enumerate(keys)])
+    position = np.concatenate([np.arange(len(signatures[k])) for k in keys])
+    query_rows = np.concatenate(
+        [
+            np.flatnonzero(owner == i)[np.unique(np.linspace(0, len(signatures[k]) - 1, QUERIES_PER_ITEM).astype(int))]
+            for i, k in enumerate(keys)
+        ]
+    )
+    index = _binary_index(codes)
+    queries = np.ascontiguousarray(codes[query_rows]).view(np.uint8).reshape(-1, 8)
+    lims, _, hits = index.range_search(queries, radius)
+    votes: dict[tuple[int, int], Counter] = defaultdict(Counter)
+    seen: set[tuple[int, int]] = set()  # a hash pair found from both sides votes once
+    for q, row in enumerate(query_rows):
+        found = hits[lims[q] : lims[q + 1]]
+        others = owner[found]
+        keep = others != owner[row]
+        if len(np.unique(others[keep])) > MAX_HITS:
+            continue
+        for hit in found[keep]:
+            pair = (min(int(row), int(hit)), max(int(row), int(hit)))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            a, b = int(owner[row]), int(owner[hit])
+            pos_a, pos_b = int(position[row]), int(position[hit])
+            if a > b:
+                a, b, pos_a, pos_b = b, a, pos_b, pos_a
+            votes[(a, b)][pos_a - pos_b] += 1
+    out = {}
+    for (a, b), offsets in votes.items():
+        need = min(min_votes, len(signatures[keys[a]]), len(signatures[keys[b]]))
+        # copies agree on one offset (give or take a hash); chance hits scatter over many
+        if max(sum(offsets.get(o + d, 0) for d in (-1, 0, 1)) for o in offsets) >= need:
+            out[(keys[a], keys[b])] = offsets
+    return out
 
 
 def video_signatures(clips: list[dict]) -> dict[str, np.ndarray]:
@@ -114,10 +179,11 @@ def dedup(videos: list[dict], clips: list[dict], spec: DedupSpec) -> DedupResult
             edge[(same[0], other)] = ("exact", 0.0, 0.0)
     sigs = video_signatures(clips)
     step_s = _hash_step_s(clips)
-    for a, b in sorted(candidate_pairs(sigs)):
+    radius = int(spec.video_threshold) + 2  # a little looser than the mean threshold: single frames vary
+    for (a, b), offsets in sorted(candidate_pairs(sigs, radius).items()):
         if uf.find(a) == uf.find(b):
             continue
-        m = best_alignment(sigs[a], sigs[b], spec.min_match_fraction)
+        m = best_alignment(sigs[a], sigs[b], spec.min_match_fraction, [o for o, _ in offsets.most_common(3)])
         if m is not None and m.distance <= spec.video_threshold:
             uf.union(a, b)
             edge[(a, b)] = ("near", m.distance, m.offset * step_s)
@@ -187,7 +253,8 @@ def _clip_level(clips, video_dup, offsets, spec, clip_dup, rows) -> None:
             uf.union(same[0], other)
     info = {c["clip_id"]: c for c in rest}
     sigs = {c["clip_id"]: np.array(c["phash"], dtype=np.uint64) for c in rest if c.get("phash")}
-    for a, b in sorted(candidate_pairs(sigs)):
+    radius = int(spec.clip_threshold) + 2
+    for a, b in sorted(candidate_pairs(sigs, radius, min_votes=1)):
         if info[a]["video_id"] == info[b]["video_id"] or uf.find(a) == uf.find(b):
             continue
         n = min(len(sigs[a]), len(sigs[b]))
