@@ -268,7 +268,7 @@ def main() -> None:
         f"Default encoder (decord, 8 frames at 64x64, statistics): {enc['s_per_clip_one_process'] * 1000:.0f}"
         f" ms per clip ({enc['clip']}), one process; 1M clips would take about "
         f"{enc['projected_1M_hours_one_process']:.1f} h per process (embarrassingly parallel: "
-        "`surgcorpus embed --workers N` or the Ray executor).",
+        "`surgcorpus embed --workers N`; no Ray executor yet).",
         "",
     ]
     (RESULTS / "balance_scale.md").write_text("\n".join(lines))

@@ -23,8 +23,8 @@ from builders.stages import dedup as dd
 def _corpus(n: int, length: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict]:
     sigs = {f"v{i:06d}": rng.integers(0, 2**63, size=length, dtype=np.uint64) * 2 for i in range(n)}
     planted = {}
-    for i in range(max(1, n // 100)):
-        src = f"v{int(rng.integers(0, n)):06d}"
+    for i, j in enumerate(rng.choice(n, max(1, n // 100), replace=False)):  # distinct originals
+        src = f"v{int(j):06d}"
         cut = int(rng.integers(0, length // 3))
         copy = sigs[src][cut:].copy()
         flips = rng.integers(0, 6, size=len(copy))

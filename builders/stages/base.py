@@ -1,7 +1,7 @@
 """What a stage is: a named, picklable object with a pure ``process(row)`` over one unit of work.
 
 The executor owns everything around it (skip finished units, record errors, write markers, progress), so the
-local and Ray executors run the same stage code unchanged.
+local executor (and a future Ray executor) run the same stage code unchanged.
 
 A stage declares:
 

@@ -73,10 +73,10 @@ def _binary_index(codes: np.ndarray):
     if len(data) <= EXACT_INDEX_LIMIT:
         index = faiss.IndexBinaryFlat(64)
     else:
-        nlist = int(min(65536, 4 * np.sqrt(len(data))))
+        train = min(len(data), 262_144)
+        nlist = int(min(4 * np.sqrt(len(data)), train / 40))  # faiss wants >= 39 training points per list
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, nlist)
-        rng = np.random.default_rng(0)
-        index.train(data[rng.choice(len(data), min(len(data), 32 * nlist, 262_144), replace=False)])
+        index.train(data[np.random.default_rng(0).choice(len(data), train, replace=False)])
         index.nprobe = 32
     index.add(data)
     return index
