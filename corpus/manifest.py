@@ -143,6 +143,9 @@ class ClipSpec(_Model):
     format: Literal["mp4", "jpg"] = "mp4"
     crf: int = Field(default=23, ge=0, le=51)
     keep_tail: bool = Field(default=False, description="keep a last clip shorter than the clip length")
+    decoder: Literal["ffmpeg", "decord"] = Field(
+        default="ffmpeg", description="bulk decoder of the clip stage (decord falls back to ffmpeg when it cannot)"
+    )
 
     @model_validator(mode="after")
     def _length(self) -> ClipSpec:

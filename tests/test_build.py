@@ -349,3 +349,19 @@ def test_status_errors_and_report_commands(gen_build):
     assert "site-b/broken" in Path(res.output.strip()).read_text()
     res = runner.invoke(app, ["status", "--build", str(out / "nope")])
     assert res.exit_code == 2
+
+
+def test_decord_decoder_builds_the_same_corpus(gen_build, generated, tmp_path):
+    _, out, _ = gen_build
+    data = generated_corpus(generated)
+    data["clips"] = {**data["clips"], "decoder": "decord"}
+    target = tmp_path / "decord"
+    build(load_manifest(write_manifest(tmp_path / "d.yaml", data)), target, workers=2, show_progress=False)
+
+    def summary(build_dir):
+        return sorted((v["video_id"], v["split"], v["dup_of"], v["n_clips"]) for v in _table(build_dir, "videos"))
+
+    assert summary(target) == summary(out)
+    first = _tar_digests(target)
+    build(load_manifest(tmp_path / "d.yaml"), tmp_path / "again", workers=1, show_progress=False)
+    assert _tar_digests(tmp_path / "again") == first

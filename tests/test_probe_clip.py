@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
 
 from builders.stages.clip import ClipStage
@@ -12,6 +13,8 @@ from corpus.errors import EmptyVideo, ProbeError
 from corpus.manifest import ClipSpec
 from corpus.testing import SCOPE_MASK, count_frames, make_video
 
+DECODER_NAMES = ("ffmpeg", "decord")
+DECODERS = pytest.mark.parametrize("decoder", DECODER_NAMES)
 CHOLEC = "Moshintha20__CholecT50-Cholec80-Task-Phase-Groupings/dataset/similarity score above 0.975/group 20"
 
 
@@ -77,9 +80,10 @@ def _cut(tmp_path, src, spec):
     return stage.process(_row(src, **facts))
 
 
-def test_clips_have_exact_frame_counts_and_times(tmp_path):
+@DECODERS
+def test_clips_have_exact_frame_counts_and_times(decoder, tmp_path):
     src = make_video(tmp_path / "v.mp4", 5.0)
-    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=1))
+    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=1, decoder=decoder))
     assert [r["start_s"] for r in res.rows] == [0, 1, 2, 3, 4]
     for r in res.rows:
         assert r["n_frames"] == 8 and r["width"] == r["height"] == 64
@@ -87,39 +91,43 @@ def test_clips_have_exact_frame_counts_and_times(tmp_path):
         assert len(r["phash"]) == 4 and r["clip_id"].startswith("t/v/")
 
 
-def test_overlapping_stride_and_tail(tmp_path):
+@DECODERS
+def test_overlapping_stride_and_tail(decoder, tmp_path):
     src = make_video(tmp_path / "v.mp4", 5.0)
-    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=2, stride=1))
+    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=2, stride=1, decoder=decoder))
     assert [r["start_s"] for r in res.rows] == [0, 1, 2, 3]
-    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=2, keep_tail=True))
+    res = _cut(tmp_path, src, ClipSpec(fps=8, size=64, seconds=2, keep_tail=True, decoder=decoder))
     assert [(r["start_s"], r["n_frames"]) for r in res.rows] == [(0, 16), (2, 16), (4, 8)]
 
 
-def test_jpg_frames_and_no_crop_keeps_aspect(tmp_path):
+@DECODERS
+def test_jpg_frames_and_no_crop_keeps_aspect(decoder, tmp_path):
     src = make_video(tmp_path / "v.mp4", 2.0, size="320x180")
-    res = _cut(tmp_path, src, ClipSpec(fps=4, size=90, seconds=1, format="jpg", crop="none"))
+    res = _cut(tmp_path, src, ClipSpec(fps=4, size=90, seconds=1, format="jpg", crop="none", decoder=decoder))
     assert len(res.rows) == 2
     frames = sorted((tmp_path / "build" / res.rows[0]["path"]).glob("*.jpg"))
     assert [f.name for f in frames] == ["000.jpg", "001.jpg", "002.jpg", "003.jpg"]
     assert (res.rows[0]["width"], res.rows[0]["height"]) == (160, 90)
 
 
-def test_circular_mask_is_cropped(tmp_path):
+@DECODERS
+def test_circular_mask_is_cropped(decoder, tmp_path):
     circle = SCOPE_MASK
     src = make_video(tmp_path / "endo.mp4", 2.0, size="320x240", source="testsrc2=size=320x240:rate=25", vf=circle)
     from builders.stages.clip import detect_mask_crop
 
     crop = detect_mask_crop(str(src), 50, "circle")
     assert crop is not None and crop.w < 240 and crop.h < 240 and 40 < crop.x < 120
-    res = _cut(tmp_path, src, ClipSpec(fps=4, size=64, seconds=1, mask="circle"))
+    res = _cut(tmp_path, src, ClipSpec(fps=4, size=64, seconds=1, mask="circle", decoder=decoder))
     assert len(res.rows) == 2 and not res.errors
 
 
-def test_real_clip_is_cut(real, tmp_path):
+@DECODERS
+def test_real_clip_is_cut(decoder, real, tmp_path):
     res = _cut(
         tmp_path,
         real / "YimingRen111__LighTDiff-surgical-lowlight/dataset/video/train/high/video01_000.mp4",
-        ClipSpec(fps=5, size=128, seconds=1),
+        ClipSpec(fps=5, size=128, seconds=1, decoder=decoder),
     )
     assert len(res.rows) == 5 and all(r["n_frames"] == 5 for r in res.rows)
 
@@ -170,12 +178,13 @@ def test_mask_detection_falls_back_to_ffmpeg_when_decord_fails(tmp_path, monkeyp
     assert detect_mask_crop(str(src), 50, "black-border") == expected is not None
 
 
-def test_source_mask_overrides_the_corpus_setting(tmp_path):
+@DECODERS
+def test_source_mask_overrides_the_corpus_setting(decoder, tmp_path):
     import decord
 
     src = make_video(tmp_path / "endo.mp4", 1.0, size="320x240", source="testsrc2=size=320x240:rate=25", vf=SCOPE_MASK)
     facts = probe_video(str(src))
-    stage = ClipStage(str(tmp_path / "build"), ClipSpec(fps=4, size=64, seconds=1))  # corpus: no mask
+    stage = ClipStage(str(tmp_path / "build"), ClipSpec(fps=4, size=64, seconds=1, decoder=decoder))  # corpus: no mask
     corners = {}
     for mask in ("none", "circle"):
         res = stage.process(_row(src, **facts, mask=mask))
@@ -216,3 +225,40 @@ def test_mask_on_a_rotated_video_is_found_in_display_orientation(tmp_path):
     turned = detect_mask_crop(str(rotated), 25, "black-border", rotated=True)
     assert upright is not None and turned is not None
     assert (turned.w, turned.h) == (upright.h, upright.w)
+
+
+def test_decord_plan_never_reads_past_the_decodable_frames():
+    from builders.stages.decode import DecordPlan
+
+    plan = DecordPlan.make(n_frames=60, src_fps=1.0, spec=ClipSpec(fps=1, seconds=10))  # header may claim 62
+    assert plan.source_index.max() == 59 and plan.starts == [0, 10, 20, 30, 40, 50]
+    plan = DecordPlan.make(n_frames=100, src_fps=25.0, spec=ClipSpec(fps=8, seconds=1, stride=0.5, keep_tail=True))
+    assert plan.source_index.max() < 100 and plan.lengths[-1] < 8 and plan.starts[1] == 4
+
+
+def test_decord_decoder_falls_back_to_ffmpeg_for_a_file_decord_cannot_open(tmp_path, caplog):
+    full = make_video(
+        tmp_path / "full.mp4",
+        4,
+        codec=("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
+    )
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # decord refuses it; ffmpeg decodes the rest
+    facts = probe_video(str(cut))
+    assert facts["n_frames"] < facts["n_frames_header"]
+    with caplog.at_level("INFO", logger="builders.stages.clip"):
+        results = {d: _cut(tmp_path / d, cut, ClipSpec(fps=5, size=32, seconds=0.4, decoder=d)) for d in DECODER_NAMES}
+    assert "cutting with ffmpeg" in caplog.text
+    assert [r["sha256"] for r in results["decord"].rows] == [r["sha256"] for r in results["ffmpeg"].rows]
+    assert results["decord"].rows[-1]["end_s"] <= facts["n_frames"] / facts["fps"] + 1e-6
+
+
+def test_decoders_agree_on_timing_and_signatures(real, tmp_path):
+    src = real / "YimingRen111__LighTDiff-surgical-lowlight/dataset/video/train/high/video01_000.mp4"
+    rows = {d: _cut(tmp_path / d, src, ClipSpec(fps=8, size=64, seconds=1, decoder=d)).rows for d in DECODER_NAMES}
+    assert [(r["start_s"], r["n_frames"]) for r in rows["ffmpeg"]] == [
+        (r["start_s"], r["n_frames"]) for r in rows["decord"]
+    ]
+    a = np.array([h for r in rows["ffmpeg"] for h in r["phash"]], dtype=np.uint64)
+    b = np.array([h for r in rows["decord"] for h in r["phash"]], dtype=np.uint64)
+    assert len(a) == len(b) and float(np.bitwise_count(a ^ b).mean()) <= 6  # the same frames, scaled alike

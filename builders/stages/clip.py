@@ -16,21 +16,26 @@ Files written, relative to the build dir: ``clips/<video>/<start_ms>.mp4`` (or `
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import logging
 import math
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import ffmpeg
 import numpy as np
 
 from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import sha256_file
+from builders.stages.decode import DecordPlan, clip_frames, geometry
 from builders.tools import require_binary, require_encoder
 from corpus.errors import DecodeError, ErrorRow, SurgcorpusError
 from corpus.ids import clip_id, safe_relpath
@@ -167,6 +172,84 @@ class ClipPlan:
         return series * self.stride + index * self.period
 
 
+@dataclass(frozen=True)
+class Series:
+    """One encoder output: its file stem, the start frame of its j-th clip, clip lengths (decord) and hashes."""
+
+    stem: str
+    start_of: Callable[[int], int]
+    lengths: list[int] | None
+    hash_at: dict[int, int]  # output frame position -> perceptual hash
+
+
+def output_args(
+    spec: ClipSpec, preset: str, workdir: Path, stem: str, split_frames: list[int] | None = None
+) -> list[str]:
+    """Encoder and muxer arguments of one output stream: H.264 clips cut by the segment muxer at forced
+    keyframes every clip length (or at ``split_frames``), or numbered JPEG frames."""
+    if spec.format == "jpg":
+        return [
+            "-an",
+            "-q:v",
+            "3",
+            "-threads",
+            "1",
+            "-fflags",
+            "+bitexact",
+            "-flags:v",
+            "+bitexact",
+            "-f",
+            "image2",
+            str(workdir / f"{stem}_%08d.jpg"),
+        ]
+    length = spec.length_frames
+    if split_frames is None:
+        keys = f"expr:eq(mod(n,{length}),0)"
+        cut = ["-segment_time", f"{length / spec.fps:.6f}"]
+    else:
+        keys = ",".join(f"{f / spec.fps:.6f}" for f in [0, *split_frames])
+        cut = ["-segment_frames", ",".join(str(f) for f in split_frames)] if split_frames else []
+    return [
+        "-an",
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        str(spec.crf),
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        "1",
+        "-x264-params",
+        "threads=1:lookahead-threads=1",
+        "-force_key_frames",
+        keys,
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-f",
+        "segment",
+        *cut,
+        "-segment_format",
+        "mp4",
+        "-segment_format_options",
+        "fflags=+bitexact",
+        "-segment_list",
+        str(workdir / f"{stem}.csv"),
+        "-segment_list_type",
+        "csv",
+        "-reset_timestamps",
+        "1",
+        str(workdir / f"{stem}_%06d.mp4"),
+    ]
+
+
 def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, preset: str) -> list[str]:
     """The single ffmpeg invocation that writes every clip of a video and the hash frames to stdout."""
     plan = ClipPlan(spec.length_frames, spec.stride_frames)
@@ -201,72 +284,7 @@ def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, pr
         "pipe:1",
     ]
     for k in range(m):
-        if spec.format == "mp4":
-            cmd += [
-                "-map",
-                f"[o{k}]",
-                "-an",
-                "-c:v",
-                "libx264",
-                "-preset",
-                preset,
-                "-crf",
-                str(spec.crf),
-                "-pix_fmt",
-                "yuv420p",
-                "-threads",
-                "1",
-                "-x264-params",
-                "threads=1:lookahead-threads=1",
-                "-force_key_frames",
-                f"expr:eq(mod(n,{plan.length}),0)",
-                "-fflags",
-                "+bitexact",
-                "-flags:v",
-                "+bitexact",
-                "-map_metadata",
-                "-1",
-                "-map_chapters",
-                "-1",
-                "-f",
-                "segment",
-                "-segment_frames",
-                "",
-                "-segment_time",
-                f"{plan.length / spec.fps:.6f}",
-                "-segment_format",
-                "mp4",
-                "-segment_format_options",
-                "fflags=+bitexact",
-                "-segment_list",
-                str(workdir / f"s{k}.csv"),
-                "-segment_list_type",
-                "csv",
-                "-reset_timestamps",
-                "1",
-                str(workdir / f"s{k}_%06d.mp4"),
-            ]
-        else:
-            cmd += [
-                "-map",
-                f"[o{k}]",
-                "-an",
-                "-q:v",
-                "3",
-                "-threads",
-                "1",
-                "-fflags",
-                "+bitexact",
-                "-flags:v",
-                "+bitexact",
-                "-f",
-                "image2",
-                str(workdir / f"s{k}_%08d.jpg"),
-            ]
-    # an empty -segment_frames is not accepted by every ffmpeg: drop it (segment_time drives the cut)
-    while "-segment_frames" in cmd:
-        i = cmd.index("-segment_frames")
-        del cmd[i : i + 2]
+        cmd += ["-map", f"[o{k}]", *output_args(spec, preset, workdir, f"s{k}")]
     return cmd
 
 
@@ -331,8 +349,12 @@ class ClipStage(Stage):
             if self._mask(row) != "none":
                 rotated = int(row.get("rotation") or 0) in (90, 270)
                 crop = detect_mask_crop(row["path"], int(row["n_frames"]), self._mask(row), rotated=rotated)
-            hashes = self._run_ffmpeg(row["path"], crop, work)
-            rows, files = self._collect(row, work, rel_dir, hashes, crop)
+            series = None
+            if spec.decoder == "decord" and int(row.get("rotation") or 0) == 0:  # decord does not rotate
+                series = self._run_decord(row, crop, work)
+            if series is None:
+                series = self._run_ffmpeg(row["path"], crop, work)
+            rows, files = self._collect(row, work, rel_dir, crop, series)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(work, final)
@@ -369,34 +391,93 @@ class ClipStage(Stage):
         if rc != 0:
             last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
             raise DecodeError(f"{src}: ffmpeg failed while cutting clips: {last}", detail=stderr)
-        return hashes
+        plan = ClipPlan(self.spec.length_frames, self.spec.stride_frames)
+        hash_every = max(1, plan.length // 4)
+        hash_at = {i * hash_every: h for i, h in enumerate(hashes)}
+        return [Series(f"s{k}", functools.partial(plan.start_frame, k), None, hash_at) for k in range(plan.series)]
+
+    def _run_decord(self, row: dict, crop: Crop | None, work: Path) -> list[Series] | None:
+        """Decode with decord and encode through one ffmpeg process; None when decord cannot read the file."""
+        import decord
+
+        spec = self.spec
+        out_w, out_h = output_size(spec, int(row["width"]), int(row["height"]), crop)
+        geo = geometry(int(row["width"]), int(row["height"]), out_w, out_h, crop)
+        plan = DecordPlan.make(int(row["n_frames"]), float(row["fps"]), spec)
+        split = list(itertools.accumulate(plan.lengths))[:-1]
+        cmd = [
+            require_binary("ffmpeg"),
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{out_w}x{out_h}",
+            "-r",
+            f"{spec.fps:g}",
+            "-i",
+            "pipe:0",
+            *output_args(spec, self.preset, work, "d", split),
+        ]
+        hash_at: dict[int, int] = {}
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err)
+            assert proc.stdin is not None
+            try:
+                for _, frames, hash_frames in clip_frames(row["path"], plan, geo):
+                    proc.stdin.write(np.ascontiguousarray(frames).tobytes())
+                    for k, frame in hash_frames.items():
+                        small = cv2.resize(frame, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
+                        hash_at[k] = phash_of_gray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+            except (decord.DECORDError, RuntimeError) as exc:
+                log.info("decord could not read %s (%s); cutting with ffmpeg", row["path"], exc)
+                proc.kill()
+                proc.wait()
+                for f in work.iterdir():
+                    f.unlink()
+                return None
+            finally:
+                if proc.stdin and not proc.stdin.closed:
+                    proc.stdin.close()
+            rc = proc.wait()
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        if rc != 0:
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
+            raise DecodeError(f"{row['path']}: ffmpeg failed while encoding clips: {last}", detail=stderr)
+        return [Series("d", plan.starts.__getitem__, plan.lengths, hash_at)]
 
     def _collect(
-        self, row: dict, work: Path, rel_dir: Path, hashes: list[int], crop: Crop | None
+        self, row: dict, work: Path, rel_dir: Path, crop: Crop | None, series: list[Series]
     ) -> tuple[list[dict], list[str]]:
         spec, vid = self.spec, row["video_id"]
         plan = ClipPlan(spec.length_frames, spec.stride_frames)
-        hash_every = max(1, plan.length // 4)
         src_w, src_h = int(row["width"] or 0), int(row["height"] or 0)
         if int(row.get("rotation") or 0) in (90, 270):  # ffmpeg applies the display rotation while decoding
             src_w, src_h = src_h, src_w
         width, height = output_size(spec, src_w, src_h, crop)
         out_rows, files = [], []
-        for k in range(plan.series):
+        for ser in series:
             if spec.format == "mp4":
-                listed = _segment_list(work / f"s{k}.csv", spec.fps)
+                listed = _segment_list(work / f"{ser.stem}.csv", spec.fps)
                 pieces = [[work / name] for name, _ in listed]
                 counts = [n for _, n in listed]
             else:
-                frames = sorted(work.glob(f"s{k}_*.jpg"))
-                pieces = [frames[i : i + plan.length] for i in range(0, len(frames), plan.length)]
+                frames = sorted(work.glob(f"{ser.stem}_*.jpg"))
+                sizes = ser.lengths or [plan.length] * math.ceil(len(frames) / plan.length)
+                bounds = [0, *itertools.accumulate(sizes)]
+                pieces = [frames[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
                 counts = [len(p) for p in pieces]
             for j, (piece, n) in enumerate(zip(pieces, counts, strict=True)):
                 if n == 0 or (n < plan.length and not spec.keep_tail):
                     for p in piece:
                         p.unlink()
                     continue
-                start = plan.start_frame(k, j)
+                start = ser.start_of(j)
                 start_ms = round(start * 1000 / spec.fps)
                 name = f"{start_ms:09d}"
                 if spec.format == "mp4":
@@ -415,11 +496,7 @@ class ClipStage(Stage):
                         h.update(data)
                         size += len(data)
                     digest, rel = h.hexdigest(), rel_dir / name
-                clip_hashes = [
-                    hashes[i // hash_every]
-                    for i in range(start, start + n)
-                    if i % hash_every == 0 and i // hash_every < len(hashes)
-                ]
+                clip_hashes = [ser.hash_at[i] for i in range(start, start + n) if i in ser.hash_at]
                 out_rows.append(
                     {
                         "clip_id": clip_id(vid, start_ms),
