@@ -26,7 +26,7 @@ from pathlib import Path
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
-from builders.stages.clip import ClipStage
+from builders.stages.clip import CLIPS_DIR, ClipStage
 from builders.stages.dedup import dedup
 from builders.stages.fetch import FetchStage
 from builders.stages.probe import ProbeStage
@@ -34,7 +34,7 @@ from builders.stages.shard import write_split_shards
 from builders.tools import ffmpeg_version
 from corpus.catalog import write_catalog
 from corpus.errors import ErrorRow
-from corpus.ids import sample_key, video_id
+from corpus.ids import safe_relpath, sample_key, video_id
 from corpus.manifest import CorpusManifest, Source
 from corpus.progress import console, stage_progress
 from corpus.resolve import official_splits, plan_videos
@@ -127,6 +127,7 @@ def build(
             cut = executor.run(str(out), ClipStage(str(out), manifest.clips, preset), videos)
         errors += cut.errors
         clips = cut.rows
+        _remove_stale_clips(out, videos)
 
         with timer("dedup"):
             dd = dedup(videos, clips, manifest.dedup)
@@ -189,6 +190,21 @@ def _timed(summary: BuildSummary, name: str) -> Iterator[None]:
     yield
     summary.stage_seconds[name] = time.perf_counter() - t
     log.info("stage %s: %.2f s", name, summary.stage_seconds[name])
+
+
+def _remove_stale_clips(out: Path, videos: list[dict]) -> None:
+    """Delete clip files of videos no longer in the build (a source or video left the manifest)."""
+    root = out / CLIPS_DIR
+    current = {root / safe_relpath(v["video_id"]) for v in videos}
+    if not root.exists():
+        return
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.parent not in current and not (f.suffix == ".jpg" and f.parent.parent in current):
+            log.info("removing stale clip file %s", f)
+            f.unlink()
+    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
 
 
 def _annotate(manifest: CorpusManifest, plan: list[dict], out: Path) -> list[ErrorRow]:

@@ -365,3 +365,15 @@ def test_decord_decoder_builds_the_same_corpus(gen_build, generated, tmp_path):
     first = _tar_digests(target)
     build(load_manifest(tmp_path / "d.yaml"), tmp_path / "again", workers=1, show_progress=False)
     assert _tar_digests(tmp_path / "again") == first
+
+
+def test_a_video_leaving_the_manifest_leaves_no_clip_files(gen_build, generated, tmp_path):
+    manifest, out, _ = gen_build
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = generated_corpus(generated)
+    data["sources"] = data["sources"][:1]  # site-b leaves
+    build(load_manifest(write_manifest(tmp_path / "a.yaml", data)), copy, workers=1, show_progress=False)
+    left = {str(p.relative_to(copy)) for p in (copy / "clips").rglob("*.mp4")}
+    assert left == {c["path"] for c in _table(copy, "clips")} and left
+    assert not list((copy / "clips").glob("site-b*"))
