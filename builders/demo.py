@@ -208,14 +208,12 @@ def run_demo(out: Path, workers: int | None = None, include_real: bool = True) -
         yaml.safe_dump(demo_manifest(out, roots, default_real_root() if include_real else None), sort_keys=False)
     )
     summary = build(load_manifest(manifest_path), out / "corpus", workers=workers, manifest_path=manifest_path)
-    print_summary(summary)
-    report = write_report(out / "corpus")
     from builders.hierarchy_demo import make_demo_hierarchy
 
+    print_summary(summary, report=write_report(out / "corpus"))
     hierarchy = make_demo_hierarchy(out / "opensurgery")
     console.print(
-        f"report:   {report}\n"
-        f"opensurgery hierarchy: {hierarchy} (surgcorpus hierarchy --help)\n"
+        f"opensurgery: {hierarchy} (surgcorpus hierarchy --help)\n"
         f"manifest: {manifest_path} (rebuild: surgcorpus build {manifest_path} --out {out / 'corpus'})"
     )
     return manifest_path

@@ -302,8 +302,8 @@ def _write_lock(out: Path, manifest: CorpusManifest, manifest_path, videos: list
     os.replace(tmp, out / "build.lock")
 
 
-def print_summary(summary: BuildSummary) -> None:
-    """The table printed at the end of a build, and where to look next."""
+def print_summary(summary: BuildSummary, report: Path | None = None) -> None:
+    """The table printed at the end of a build, and where to look next (``report``: a report already written)."""
     from rich.table import Table
 
     t = Table(title=f"surgcorpus build: {summary.build_dir}")
@@ -326,6 +326,6 @@ def print_summary(summary: BuildSummary) -> None:
     console.print(
         f"tables:  {b}/tables/*.parquet\nshards:  {b}/shards/{{train,val,test}}/*.tar\n"
         f'catalog: {b}/catalog.duckdb   (surgcorpus query --build {b} "SELECT * FROM videos")\n'
-        f'errors:  surgcorpus query --build {b} "SELECT * FROM errors"\n'
-        f"report:  surgcorpus report --build {b}"
+        f"errors:  surgcorpus errors --build {b}\n"
+        f"report:  {report or f'surgcorpus report --build {b}'}"
     )

@@ -65,9 +65,7 @@ class DecordPlan:
         return cls(index, starts, lengths, max(1, length // 4))
 
 
-def clip_frames(
-    path: str, plan: DecordPlan, geo: Geometry
-) -> Iterator[tuple[int, np.ndarray, dict[int, np.ndarray]]]:
+def clip_frames(path: str, plan: DecordPlan, geo: Geometry) -> Iterator[tuple[int, np.ndarray, dict[int, np.ndarray]]]:
     """Yield ``(clip number, frames [n, h, w, 3] uint8, hash frames {output position: frame})`` in clip order.
 
     Each needed source frame is decoded once; overlapping clips reuse frames from a small rolling buffer.
