@@ -288,6 +288,17 @@ def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, pr
     return cmd
 
 
+def _check_exit(proc: subprocess.Popen, stderr_file, what: str) -> None:
+    """Wait for ffmpeg; on failure raise ``DecodeError`` with its last stderr line (the whole tail as detail)."""
+    rc = proc.wait()
+    if rc == 0:
+        return
+    stderr_file.seek(0)
+    stderr = stderr_file.read().decode(errors="replace")
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
+    raise DecodeError(f"{what}: {last}", detail=stderr)
+
+
 def _segment_list(path: Path, fps: float) -> list[tuple[str, int]]:
     """Segment files and their frame counts, from the CSV list the segment muxer writes (no re-probe)."""
     if not path.exists():
@@ -385,12 +396,7 @@ class ClipStage(Stage):
                 if len(chunk) < frame_bytes:
                     break
                 hashes.append(phash_of_gray(np.frombuffer(chunk, np.uint8).reshape(HASH_SIDE, HASH_SIDE)))
-            rc = proc.wait()
-            err.seek(0)
-            stderr = err.read().decode(errors="replace")
-        if rc != 0:
-            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
-            raise DecodeError(f"{src}: ffmpeg failed while cutting clips: {last}", detail=stderr)
+            _check_exit(proc, err, f"{src}: ffmpeg failed while cutting clips")
         plan = ClipPlan(self.spec.length_frames, self.spec.stride_frames)
         hash_every = max(1, plan.length // 4)
         hash_at = {i * hash_every: h for i, h in enumerate(hashes)}
@@ -443,12 +449,7 @@ class ClipStage(Stage):
             finally:
                 if proc.stdin and not proc.stdin.closed:
                     proc.stdin.close()
-            rc = proc.wait()
-            err.seek(0)
-            stderr = err.read().decode(errors="replace")
-        if rc != 0:
-            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
-            raise DecodeError(f"{row['path']}: ffmpeg failed while encoding clips: {last}", detail=stderr)
+            _check_exit(proc, err, f"{row['path']}: ffmpeg failed while encoding clips")
         return [Series("d", plan.starts.__getitem__, plan.lengths, hash_at)]
 
     def _collect(
