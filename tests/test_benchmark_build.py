@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from builders.benchmark import build_dataset
-from corpus.benchmark.cli import app
+from cli.benchmark import app
 from corpus.benchmark.spec import load_benchmark_source
 from corpus.catalog import query
 

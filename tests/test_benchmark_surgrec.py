@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.benchmark import app
 from corpus.benchmark.audit import audit, read_splits
-from corpus.benchmark.cli import app
 from corpus.benchmark.plan import plan
 from corpus.benchmark.spec import default_benchmark, load_benchmark
 

@@ -18,8 +18,8 @@ import webdataset as wds
 from typer.testing import CliRunner
 
 from builders.pipeline import build
+from cli.main import app
 from corpus.catalog import query
-from corpus.cli import app
 from corpus.manifest import load_manifest
 from tests.conftest import generated_corpus, write_manifest
 
@@ -159,7 +159,7 @@ def test_interrupted_build_resumes_to_the_same_result(gen_build, tmp_path, sig):
     cmd = [
         sys.executable,
         "-m",
-        "corpus.cli",
+        "cli.main",
         "build",
         str(manifest),
         "--out",

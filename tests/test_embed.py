@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from builders.stages.embed import CheckpointEncoder, StatsEncoder, embed_build
-from corpus.balance_cli import app
+from cli.curate import app
 from corpus.embeddings import encoders_in, read_embeddings
 from corpus.schemas import read_rows, table_path, write_rows
 

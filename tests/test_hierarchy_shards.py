@@ -172,7 +172,7 @@ def test_task_exports(demo, tmp_path):
 def test_cli_import_split_shard_export(tmp_path):
     from typer.testing import CliRunner
 
-    from corpus.hierarchy.cli import app
+    from cli.hierarchy import app
 
     media = tmp_path / "media" / "os"
     media.mkdir(parents=True)

@@ -120,7 +120,7 @@ def test_bad_fraction_is_rejected():
 def test_split_cli_runs(tmp_path):
     from typer.testing import CliRunner
 
-    from corpus.hierarchy.cli import app
+    from cli.hierarchy import app
 
     (tmp_path / "v.csv").write_text(
         "video_id,title,url,duration_s,surgery_type\n"

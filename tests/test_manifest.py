@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from corpus.cli import app
+from cli.main import app
 from corpus.errors import ManifestError
 from corpus.manifest import load_manifest
 from corpus.resolve import plan_videos

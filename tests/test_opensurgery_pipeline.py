@@ -114,7 +114,7 @@ def test_hierarchy_split_keeps_the_build_s_near_duplicates_together(route, tmp_p
         for s in range(200)
         if len(set(assign_splits(plain, test_fraction=0.3, seed=s).get(f"opensurgery/os-00{i}") for i in (1, 7))) == 2
     )
-    from corpus.hierarchy.cli import app
+    from cli.hierarchy import app
 
     res = CliRunner().invoke(
         app,

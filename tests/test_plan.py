@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from builders.plan import REFERENCE_FRAMES, REFERENCE_VIDEOS, plan_corpus
-from corpus.cli import app
+from cli.main import app
 from corpus.manifest import load_manifest, load_source
 from corpus.resolve import plan_videos
 from corpus.testing import make_video

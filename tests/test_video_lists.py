@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from builders.pipeline import build
 from builders.stages import youtube
 from builders.stages.fetch import fetch_uri
+from cli.hierarchy import app as hierarchy_app
 from corpus.errors import FetchError
-from corpus.hierarchy.cli import app as hierarchy_app
 from corpus.manifest import load_manifest, load_source
 from corpus.testing import make_video
 from corpus.video_lists import read_video_list, to_records, to_source, write_source_manifest, youtube_id_of

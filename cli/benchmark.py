@@ -13,17 +13,13 @@ from typing import Annotated
 
 import typer
 
+from cli.common import fail
 from corpus.errors import SurgcorpusError
 
 app = typer.Typer(help="SurgRec downstream benchmark: clip plans, split audit, build.", no_args_is_help=True)
 
 Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="benchmark manifest (default: surgrec16)")]
 Root = Annotated[Path, typer.Option("--root", "-r", help="the dataset's raw folder (annotation files)")]
-
-
-def _fail(message: str) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _spec(dataset: str, manifest: Path | None):
@@ -47,7 +43,7 @@ def clips(
         spec = _spec(dataset, manifest)
         planned = plan(spec, root)
     except (SurgcorpusError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
     skipped = [c for c in planned if c.label_id is None]
     out.write_text("".join(surgrec_row(c, prefix) + "\n" for c in planned if c.label_id is not None))
@@ -123,7 +119,7 @@ def audit_cmd(
     from corpus.benchmark.spec import default_benchmark, load_benchmark
 
     if fmt not in ("table", "json"):
-        _fail(f"--format must be table or json (got {fmt!r})")
+        fail(f"--format must be table or json (got {fmt!r})")
     try:
         if dataset != "all":
             reports = [_audit_one(_spec(dataset, manifest), root, splits)]
@@ -142,7 +138,7 @@ def audit_cmd(
                 report.parent.mkdir(parents=True, exist_ok=True)
                 report.write_text(report_page(reports))
     except (SurgcorpusError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print(reports, fmt)
     if report is not None and dataset == "all":
         typer.echo(f"report: {report}", err=True)
@@ -180,4 +176,4 @@ def build(
                 f"{len(res.errors)} errors{' (' + ', '.join(kinds) + ')' if kinds else ''} -> {res.build_dir}"
             )
     except (SurgcorpusError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from cli.common import fail
 from corpus.errors import AnnotationError, ToolMissing
 
 app = typer.Typer(
@@ -29,16 +30,11 @@ app = typer.Typer(
 BuildDir = Annotated[Path, typer.Option("--build", "-b", help="hierarchy build directory (the --out of import)")]
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _labels(path: Path | None) -> frozenset[str] | None:
     if path is None:
         return None
     if not path.is_file():
-        _fail(f"{path}: label vocabulary file not found")
+        fail(f"{path}: label vocabulary file not found")
     return frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 
@@ -82,7 +78,7 @@ def import_(
             out, videos, operations, frames, fmt=fmt, rules=rules, source=source, surgery_type=surgery_type
         )
     except AnnotationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"{out}: {report.videos} videos, {report.operations} operations, {report.frames} frames, "
         f"{report.errors} error rows {report.error_kinds or ''}".rstrip()
@@ -106,7 +102,7 @@ def split(
     try:
         mapping = read_groups(groups) if groups is not None else None
     except AnnotationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     counts = split_hierarchy(build, test_fraction=test_fraction, seed=seed, groups=mapping)
     typer.echo(f"{build}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " videos")
 
@@ -134,7 +130,7 @@ def shard(
     try:
         counts = write_hierarchy_shards(build, media=media, settings=settings, workers=workers)
     except ToolMissing as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for key, n in counts.items():
         typer.echo(f"{key}: {n} samples")
 
@@ -172,7 +168,7 @@ def video_list(
         vl = read_video_list(path)
         src = to_source(vl, source, domain=domain, license=license)
     except (AnnotationError, ManifestError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     write_source_manifest(src, manifest)
     if records is not None:
         records.parent.mkdir(parents=True, exist_ok=True)

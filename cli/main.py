@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from cli.common import BuildDir, Format, fail
 from corpus.errors import ManifestError, ToolMissing
 
 app = typer.Typer(
@@ -30,22 +31,13 @@ app = typer.Typer(
 )
 
 
-BuildDir = Annotated[Path, typer.Option("--build", "-b", help="build directory (the --out of `surgcorpus build`)")]
-Format = Annotated[str, typer.Option("--format", "-f", help="output format: table, csv or json")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _load(manifest: Path):
     from corpus.manifest import load_manifest
 
     try:
         return load_manifest(manifest)
     except ManifestError as exc:
-        _fail(f"invalid manifest:\n{exc}")
+        fail(f"invalid manifest:\n{exc}")
 
 
 @app.command()
@@ -59,7 +51,7 @@ def validate(manifest: Annotated[Path, typer.Argument(help="corpus manifest (YAM
         for src in m.sources:
             official_splits(src)
     except ManifestError as exc:
-        _fail(f"invalid manifest:\n{exc}")
+        fail(f"invalid manifest:\n{exc}")
     typer.echo(f"{manifest}: valid corpus manifest {m.name!r}: {len(m.sources)} source(s), {len(plan)} video(s) found")
     for s in m.sources:
         typer.echo(f"  {s.name:<24} {s.domain:<12} {sum(r['source'] == s.name for r in plan):>6} videos  {s.root}")
@@ -95,12 +87,12 @@ def build(
             preset=preset,
         )
     except (ToolMissing, ManifestError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
-        _fail(f"interrupted: finished work is kept; run the same command to resume ({out})", code=130)
+        fail(f"interrupted: finished work is kept; run the same command to resume ({out})", code=130)
     print_summary(summary)
     if strict and summary.n_errors:
-        _fail(f"--strict: {summary.n_errors} error(s) recorded, see `surgcorpus errors --build {out}`", code=1)
+        fail(f"--strict: {summary.n_errors} error(s) recorded, see `surgcorpus errors --build {out}`", code=1)
 
 
 @app.command()
@@ -117,7 +109,7 @@ def query(
     try:
         cols, rows = run_query(build_dir, sql)
     except (FileNotFoundError, duckdb.Error) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_rows(cols, rows, fmt)
 
 
@@ -135,7 +127,7 @@ def _print_rows(cols: list[str], rows: list[tuple], fmt: str) -> None:
     elif fmt in ("csv", "json"):
         sys.stdout.write(format_rows(cols, rows, fmt) + ("\n" if fmt == "json" else ""))
     else:
-        _fail(f"unknown --format {fmt!r}: use table, csv or json")
+        fail(f"unknown --format {fmt!r}: use table, csv or json")
 
 
 @app.command()
@@ -147,7 +139,7 @@ def report(
     from corpus.report import write_report
 
     if not (build_dir / "tables").exists():
-        _fail(f"{build_dir}: not a build dir (no tables/); run `surgcorpus build` first")
+        fail(f"{build_dir}: not a build dir (no tables/); run `surgcorpus build` first")
     typer.echo(str(write_report(build_dir, out)))
 
 
@@ -158,7 +150,7 @@ def status(build_dir: BuildDir = Path("build/corpus")) -> None:
 
     state = build_dir / "_state"
     if not build_dir.exists():
-        _fail(f"{build_dir}: no such build dir")
+        fail(f"{build_dir}: no such build dir")
     for stage in sorted(p.name for p in state.iterdir() if p.is_dir()) if state.exists() else []:
         typer.echo(f"{stage:<16} {len(list((state / stage).glob('*.json'))):>7} unit(s) done")
     for path in sorted((build_dir / "tables").glob("*.parquet")):
@@ -180,7 +172,7 @@ def errors(build_dir: BuildDir = Path("build/corpus"), fmt: Format = "table") ->
     try:
         cols, rows = run_query(build_dir, "SELECT stage, video_id, uri, kind, message FROM errors ORDER BY ALL")
     except (FileNotFoundError, duckdb.Error) as exc:
-        _fail(f"{build_dir}: no errors table yet ({exc})")
+        fail(f"{build_dir}: no errors table yet ({exc})")
     _print_rows(cols, rows, fmt)
 
 
@@ -196,14 +188,14 @@ def demo(
     try:
         run_demo(out, workers=workers or None, include_real=real)
     except ToolMissing as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 # ---- sub-apps and commands from their own modules ----
-from corpus.balance_cli import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
-from corpus.benchmark.cli import app as benchmark_app  # noqa: E402
-from corpus.hierarchy.cli import app as hierarchy_app  # noqa: E402
-from corpus.plan_cli import plan_cmd  # noqa: E402
+from cli.benchmark import app as benchmark_app  # noqa: E402
+from cli.curate import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
+from cli.hierarchy import app as hierarchy_app  # noqa: E402
+from cli.plan import plan_cmd  # noqa: E402
 
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(hierarchy_app, name="hierarchy")

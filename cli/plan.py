@@ -1,5 +1,5 @@
 """``surgcorpus plan MANIFEST``: expected vs found videos, hours and frames per source and domain (mounted in
-``corpus/cli.py``); the work is ``builders.plan.plan_corpus``.
+``cli/main.py``); the work is ``builders.plan.plan_corpus``.
 """
 
 from __future__ import annotations

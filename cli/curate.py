@@ -1,4 +1,4 @@
-"""CLI commands of the curation step: ``embed``, ``balance`` and ``leakage`` (mounted in ``corpus/cli.py``).
+"""CLI commands of the curation step: ``embed``, ``balance`` and ``leakage`` (mounted in ``cli/main.py``).
 
 Order: ``surgcorpus embed --build B`` (and the benchmark builds), ``surgcorpus leakage --build B --benchmark BB``,
 ``surgcorpus balance --build B``. Each parses its options and calls one library function.
@@ -12,14 +12,10 @@ from pathlib import Path
 
 import typer
 
+from cli.common import fail
 from corpus.errors import SurgcorpusError
 
 app = typer.Typer(help="Embed clips, balance a pretraining corpus, check benchmark leakage.", no_args_is_help=True)
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 @app.command("embed")
@@ -36,7 +32,7 @@ def embed_cmd(
     try:
         s = embed_build(build, encoder, batch_size=batch_size, workers=workers, limit=limit)
     except (SurgcorpusError, ValueError) as e:
-        _fail(e)
+        fail(f"error: {e}", 1)
     typer.echo(
         f"{s.encoder}: {s.n_embedded} embedded, {s.n_skipped} already done, {s.n_errors} errors "
         f"({s.n_clips} clips, {s.seconds:.1f} s)"
@@ -77,7 +73,7 @@ def balance_cmd(
         )
         s = balance_build(build, cfg)
     except (SurgcorpusError, ValueError) as e:
-        _fail(e)
+        fail(f"error: {e}", 1)
     typer.echo(f"{s.n_selected}/{s.n_eligible} eligible clips selected (budget {s.budget}, levels {list(s.levels)})")
     for name, n in s.before["source"].items():
         typer.echo(
@@ -102,7 +98,7 @@ def leakage_cmd(
     try:
         s = leakage_build(build, benchmark, threshold=threshold, scope=scope, splits=tuple(split), encoder=encoder)
     except (SurgcorpusError, ValueError) as e:
-        _fail(e)
+        fail(f"error: {e}", 1)
     if as_json:
         typer.echo(json.dumps(asdict(s), indent=2))
         return
