@@ -194,11 +194,13 @@ def demo(
 # ---- sub-apps and commands from their own modules ----
 from cli.benchmark import app as benchmark_app  # noqa: E402
 from cli.curate import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
+from cli.eval import app as eval_app  # noqa: E402
 from cli.hierarchy import app as hierarchy_app  # noqa: E402
 from cli.plan import plan_cmd  # noqa: E402
 
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(hierarchy_app, name="hierarchy")
+app.add_typer(eval_app, name="eval")
 app.command("embed")(embed_cmd)
 app.command("balance")(balance_cmd)
 app.command("leakage")(leakage_cmd)

@@ -1,0 +1,93 @@
+"""``surgcorpus eval``: score files (detections, similarity matrices) and checkpoints (SurgRec-16, OpenSurgery).
+
+surgcorpus eval detection --gt GT.json --pred PRED.json       ActivityNet mAP at tIoU 0.3..0.7 and average_mAP
+surgcorpus eval retrieval --sim MATRIX.npy                    R@1/5/10 and median rank, both directions
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import fail
+from corpus.errors import SurgcorpusError
+
+app = typer.Typer(
+    help="Evaluation: metrics on files, linear probes and zero-shot tasks on checkpoints.", no_args_is_help=True
+)
+
+EvalFormat = Annotated[str, typer.Option("--format", "-f", help="output format: table or json")]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        fail(f"--format must be table or json (got {fmt!r})")
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*header, title=title)
+    for r in rows:
+        t.add_row(*r)
+    Console(width=160).print(t)
+
+
+@app.command()
+def detection(
+    gt: Annotated[Path, typer.Option("--gt", help="ground truth, ActivityNet JSON ({'database': ...})")],
+    pred: Annotated[Path, typer.Option("--pred", help="predictions, ActivityNet JSON ({'results': ...})")],
+    subset: Annotated[str | None, typer.Option(help="score only ground-truth videos of this subset")] = None,
+    fmt: EvalFormat = "table",
+) -> None:
+    """Temporal action localization: ActivityNet mAP at tIoU 0.3, 0.4, 0.5, 0.6, 0.7 and their mean (average_mAP)."""
+    from eval.activitynet import read_ground_truth, read_predictions
+    from eval.metrics import detection_map
+
+    _check_format(fmt)
+    try:
+        result = detection_map(read_ground_truth(gt, subset), read_predictions(pred))
+    except SurgcorpusError as exc:
+        fail(str(exc))
+    if fmt == "json":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    keys = [k for k in result if k.startswith("mAP@")] + ["average_mAP"]
+    _table(f"{pred} vs {gt}", ["metric", "value (%)"], [[k, f"{100 * result[k]:.2f}"] for k in keys])
+
+
+@app.command()
+def retrieval(
+    sim: Annotated[Path, typer.Option("--sim", help="similarity matrix .npy: sim[text i, video j], i matches i")],
+    fmt: EvalFormat = "table",
+) -> None:
+    """Retrieval: R@1/5/10, median and mean rank, text→video (rows) and video→text (columns); ties rank last."""
+    import numpy as np
+
+    from eval.metrics import retrieval_metrics
+
+    _check_format(fmt)
+    try:
+        matrix = np.load(sim, allow_pickle=False)
+        result = retrieval_metrics(matrix)
+    except FileNotFoundError:
+        fail(f"{sim}: file not found")
+    except ValueError as exc:
+        fail(f"{sim}: {exc}")
+    if fmt == "json":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    cols = list(result["chance"])
+    rows = [
+        [d, *(f"{100 * v:.2f}" if k.startswith("R@") else f"{v:g}" for k, v in result[d].items())]
+        for d in ("text_to_video", "video_to_text", "chance")
+    ]
+    _table(
+        f"{sim} ({result['n']} pairs)",
+        ["direction", *(c + (" (%)" if c.startswith("R@") else "") for c in cols)],
+        rows,
+    )
