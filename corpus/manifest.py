@@ -67,14 +67,19 @@ class VideoListSpec(_Model):
     """Videos named by a public video list (CSV, JSONL or JSON list, e.g. LEMON's ``labels.json``), read by
     ``corpus.video_lists.read_video_list``; ``list`` is relative to the manifest file that names it.
 
-    ``format`` checks what the file is (``auto``: by its suffix; ``lemon``: a JSON list with ``youtubeId``);
+    ``format`` checks what the file is (``auto``: by its suffix; ``lemon``: a JSON list with ``youtubeId``;
+    ``surgatlas``: a JSON object keyed by YouTube id; ``ophnet``: a CSV of ``video_id`` rows, ids only);
     ``where`` keeps only the rows whose field (``surgery_type``, ``license`` or any extra field such as LEMON's
-    ``robotic``) equals the given value.
+    ``robotic``) equals the given value. ``uri`` places the videos of an id-only list (``{id}.mp4``, relative to
+    the source root). ``url`` and ``sha256`` pin the published list file (checked when the file is present).
     """
 
     list: str
-    format: Literal["auto", "lemon", "json", "jsonl", "csv"] = "auto"
+    format: Literal["auto", "lemon", "json", "jsonl", "csv", "surgatlas", "ophnet"] = "auto"
     where: dict[str, str | bool | int | float] = {}
+    uri: str | None = Field(default=None, pattern=r"\{id\}")
+    url: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Expected(_Model):
@@ -101,6 +106,9 @@ class Source(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     domain: Domain
     license: str = "unknown"
+    license_id: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="SPDX-style id of the videos' license (CC-BY-NC-SA-4.0, …)"
+    )
     access: Access = "local"
     root: str = "."
     videos: GlobSpec | VideoListSpec | tuple[VideoEntry, ...]
@@ -203,7 +211,8 @@ class ShardSpec(_Model):
     max_bytes: int = Field(default=1 << 30, ge=1024)
 
 
-_OPTIONAL_SOURCE_FIELDS = ("use_splits", "expected")
+_OPTIONAL_SOURCE_FIELDS = ("use_splits", "expected", "license_id")
+_OPTIONAL_LIST_FIELDS = ("uri", "url", "sha256")
 
 SourceRef = Annotated[Source | str, Field(union_mode="left_to_right")]
 
@@ -218,6 +227,9 @@ class CorpusManifest(_Model):
     dedup: DedupSpec = DedupSpec()
     split: SplitSpec = SplitSpec()
     shard: ShardSpec = ShardSpec()
+    exclude_licenses: tuple[str, ...] = Field(
+        default=(), description="license ids (or 'non-commercial', 'unknown') whose sources are left out"
+    )
 
     @model_validator(mode="after")
     def _unique_sources(self) -> CorpusManifest:
@@ -234,6 +246,12 @@ class CorpusManifest(_Model):
             for key in _OPTIONAL_SOURCE_FIELDS:
                 if src.get(key) is None:
                     src.pop(key, None)
+            if isinstance(src["videos"], dict):
+                for key in _OPTIONAL_LIST_FIELDS:
+                    if src["videos"].get(key) is None:
+                        src["videos"].pop(key, None)
+        if not data["exclude_licenses"]:
+            data.pop("exclude_licenses")
         chosen = {p: data[p] for p in parts} if parts else data
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
