@@ -5,6 +5,7 @@ Everything else (``KeyError``, ``TypeError``...) is a bug and is allowed to cras
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass
 
 
@@ -54,6 +55,57 @@ class DecodeError(SurgcorpusError):
 
 class AnnotationError(SurgcorpusError):
     kind = "annotation"
+
+
+class ResourceError(SurgcorpusError):
+    """The machine, not the input, failed the unit: a re-run may well succeed, so it is never cached as done."""
+
+    kind = "resource"
+    retryable = True
+
+
+class OutOfMemory(ResourceError):
+    kind = "out_of_memory"
+
+
+class DiskFull(ResourceError):
+    kind = "disk_full"
+
+
+class Killed(ResourceError):
+    """A decoder or encoder killed from outside (OOM killer, an operator, a pre-empted node)."""
+
+    kind = "killed"
+
+
+# Error kinds a re-run would not repeat: units failing with them get no done-marker and run again next time.
+TRANSIENT_KINDS = frozenset({"fetch", "http_error", "resource", "out_of_memory", "disk_full", "killed"})
+
+
+def transient_error(exc: BaseException) -> ResourceError | None:
+    """The transient error an exception raised inside a unit stands for, or None when it is not one."""
+    if isinstance(exc, MemoryError):
+        return OutOfMemory(f"out of memory: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"disk full: {exc}")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+        return OutOfMemory(f"out of memory: {exc}")
+    return None
+
+
+def ffmpeg_failure(what: str, returncode: int, stderr: str) -> SurgcorpusError:
+    """The error for a failed ffmpeg run: transient when it was killed or ran out of memory or disk, else a
+    ``DecodeError`` (bad input) with ffmpeg's last line as the message and its stderr tail as detail."""
+    text = stderr.strip()
+    last = text.splitlines()[-1] if text else f"exit code {returncode}"
+    detail = stderr[-2000:]
+    if returncode < 0 or returncode in (137, 143):  # a signal (negative from subprocess; 128+n from a shell)
+        return Killed(f"{what}: ffmpeg was killed (exit code {returncode})", detail=detail)
+    if "Cannot allocate memory" in text:
+        return OutOfMemory(f"{what}: {last}", detail=detail)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return DiskFull(f"{what}: {last}", detail=detail)
+    return DecodeError(f"{what}: {last}", detail=detail)
 
 
 class ToolMissing(SurgcorpusError):

@@ -16,7 +16,7 @@ from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import sha256_file
 from builders.stages.probe import probe_video
 from builders.tools import require_binary, require_encoder
-from corpus.errors import DecodeError, ErrorRow, MissingInput, SurgcorpusError
+from corpus.errors import ErrorRow, MissingInput, SurgcorpusError, ffmpeg_failure
 
 
 def _identity(path: Path) -> list:
@@ -106,7 +106,7 @@ class CutClipsStage(Stage):
         if res.returncode != 0:
             for p in tmp:
                 p.unlink(missing_ok=True)
-            exc = DecodeError(f"{row['src']}: ffmpeg failed cutting {len(clips)} clips", detail=res.stderr)
+            exc = ffmpeg_failure(f"{row['src']}: cutting {len(clips)} clips", res.returncode, res.stderr)
             return UnitResult(
                 errors=[ErrorRow.from_exception(self.name, exc, video_id=row["video_id"], uri=row["src"])]
             )

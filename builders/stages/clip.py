@@ -37,7 +37,7 @@ from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import sha256_file
 from builders.stages.decode import DecordPlan, clip_frames, geometry
 from builders.tools import require_binary, require_encoder
-from corpus.errors import DecodeError, ErrorRow, SurgcorpusError
+from corpus.errors import DecodeError, ErrorRow, SurgcorpusError, ffmpeg_failure
 from corpus.ids import clip_id, safe_relpath
 from corpus.manifest import ClipSpec
 
@@ -289,14 +289,12 @@ def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, pr
 
 
 def _check_exit(proc: subprocess.Popen, stderr_file, what: str) -> None:
-    """Wait for ffmpeg; on failure raise ``DecodeError`` with its last stderr line (the whole tail as detail)."""
+    """Wait for ffmpeg; on failure raise :func:`corpus.errors.ffmpeg_failure` (transient when it was killed)."""
     rc = proc.wait()
     if rc == 0:
         return
     stderr_file.seek(0)
-    stderr = stderr_file.read().decode(errors="replace")
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
-    raise DecodeError(f"{what}: {last}", detail=stderr)
+    raise ffmpeg_failure(what, rc, stderr_file.read().decode(errors="replace"))
 
 
 def _segment_list(path: Path, fps: float) -> list[tuple[str, int]]:
