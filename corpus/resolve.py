@@ -1,19 +1,24 @@
 """Resolving a manifest into plan rows: every source's videos (glob, explicit list or public video list), with
-official splits applied where a source takes only some of them (``use_splits``). No file is opened but the
-lists and split files; problems become error rows.
+official splits applied where a source takes only some of them (``use_splits``), sources whose license the
+manifest excludes (``exclude_licenses``) left out, and each video planned once across sources
+(``corpus.overlap``: the first source in the manifest keeps it; held-out videos stay out everywhere). No file is
+opened but the lists and split files; problems become error rows.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from corpus.errors import AnnotationError, ErrorRow, ManifestError
 from corpus.ids import native_id_from_path, video_id
+from corpus.licenses import excluded_by
 from corpus.listed_source import listed_videos
 from corpus.manifest import CorpusManifest, GlobSpec, Source, VideoListSpec
+from corpus.overlap import Duplicate, deduplicate, video_keys
 from corpus.splits import SPLITS
 
 
@@ -44,11 +49,35 @@ def official_splits(src: Source) -> dict[str, str]:
     return out
 
 
+@dataclass
+class ResolvedPlan:
+    """Plan rows (sorted by video id), error rows, the listed videos planned in another source or held out
+    (``duplicates``), and the sources left out by ``exclude_licenses`` (source -> matching entry)."""
+
+    rows: list[dict] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
 def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
     """Resolve every source's video list into plan rows (sorted by video id); problems become error rows."""
-    rows: list[dict] = []
-    errors: list[ErrorRow] = []
+    plan = resolve_plan(manifest)
+    return plan.rows, plan.errors
+
+
+def resolve_plan(manifest: CorpusManifest) -> ResolvedPlan:
+    """Every source's videos, each planned once (see the module docstring)."""
+    out = ResolvedPlan()
+    errors = out.errors
+    per_source: list[tuple[str, list[dict]]] = []
+    held_out: dict[str, tuple[str, str]] = {}
     for src in manifest.sources:
+        if (term := excluded_by(src, manifest.exclude_licenses)) is not None:
+            out.excluded[src.name] = term
+            continue
+        rows: list[dict] = []
+        per_source.append((src.name, rows))
         entries: list[tuple[str, str, str | None, int | None]] = []  # (native id, uri, sha256, bytes)
         if isinstance(src.videos, GlobSpec):
             if "://" in src.root:
@@ -81,7 +110,7 @@ def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
                     entries.append((native_id_from_path(rel), str(p), None, None))
         elif isinstance(src.videos, VideoListSpec):
             try:
-                listed = listed_videos(src.videos)
+                listed = listed_videos(src.videos, src.root)
             except AnnotationError as exc:
                 errors.append(ErrorRow.from_exception("plan", exc, video_id=None, uri=src.videos.list))
                 continue
@@ -97,6 +126,9 @@ def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
             except ManifestError as exc:
                 errors.append(ErrorRow.from_exception("plan", exc, video_id=None, uri=src.splits.file))
                 continue
+            for nid, uri, sha, _ in entries:
+                if membership.get(nid) not in src.use_splits:
+                    held_out.update(dict.fromkeys(video_keys(uri, sha), (src.name, video_id(src.name, nid))))
             entries = [e for e in entries if membership.get(e[0]) in src.use_splits]
         seen: set[str] = set()
         for nid, uri, sha, size in entries:
@@ -124,5 +156,6 @@ def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
                     "expected_bytes": size,
                 }
             )
-    rows.sort(key=lambda r: r["video_id"])
-    return rows, errors
+    out.rows, out.duplicates = deduplicate(per_source, held_out)
+    out.rows.sort(key=lambda r: r["video_id"])
+    return out

@@ -9,10 +9,17 @@ A list is a CSV with a header, a JSONL file (one object per line) or a JSON list
   default: the YouTube id, else the file name stem), ``license``, ``description``; other fields are kept in
   ``extra``.
 
+Two published formats have their own reader (``fmt``):
+
+- ``surgatlas``: a JSON object keyed by YouTube id, each value an object (``surgery``, ``specialty``,
+  ``procedure``: the procedure metadata of SurgAtlas, github.com/fil-mp/surgatlas README);
+- ``ophnet``: OphNet's ``OphNet2024_surgery.csv`` (``video_id,surgery``; ids such as ``case_0358``, surgery
+  label ids such as ``"1,2"``): ids only, so ``id_uri`` (``/data/ophnet/{id}.mp4``) places each video.
+
 Each row becomes a :class:`ListedVideo` whose ``uri`` is the local ``path`` when given (the file is used in place),
-else ``youtube://<id>`` for YouTube videos (fetched with yt-dlp by ``builders/stages/youtube.py``), else the URL.
-A row without a usable id/url/path, with a malformed YouTube id or a repeated native id becomes an error row naming
-the file and line; the rest imports.
+else ``youtube://<id>`` for YouTube videos (fetched with yt-dlp by ``builders/stages/youtube.py``), else the URL,
+else ``id_uri`` with the native id. A row without a usable id/url/path, with a malformed YouTube id or a repeated
+native id becomes an error row naming the file and line; the rest imports.
 
 >>> vl = read_video_list("lists/lemon.json")  # doctest: +SKIP
 >>> src = to_source(vl, "lemon", domain="laparoscopy")  # doctest: +SKIP
@@ -37,6 +44,7 @@ from corpus.manifest import Domain, Source, VideoEntry
 
 STAGE = "video-list"
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+NATIVE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 YOUTUBE_HOSTS = frozenset(
     {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be", "www.youtube-nocookie.com"}
 )
@@ -89,21 +97,25 @@ class VideoList:
     errors: list[ErrorRow] = field(default_factory=list)
 
 
-def _rows(path: Path) -> list[tuple[str, Any]]:
-    """``(where, raw row)`` of a CSV, JSONL or JSON list; raises ``AnnotationError`` when the file is unusable."""
+def _rows(path: Path, fmt: str = "auto") -> list[tuple[str, Any]]:
+    """``(where, raw row)`` of a CSV, JSONL, JSON list or SurgAtlas JSON object; raises ``AnnotationError`` when
+    the file is unusable."""
     if not path.is_file():
         raise AnnotationError(f"{path}: video list not found")
     if path.suffix.lower() == ".csv":
+        needed = {"video_id"} if fmt == "ophnet" else {"youtube_id", "youtubeId", "url", "path"}
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [c.strip() for c in reader.fieldnames or []]
-            if not {"youtube_id", "youtubeId", "url", "path"} & set(header):
+            if not needed & set(header):
                 raise AnnotationError(
-                    f"{path}: a video list needs a youtube_id, url or path column (header: {header})"
+                    f"{path}:1: a video list needs a {' or '.join(sorted(needed))} column (header: {header})"
                 )
-            reader.fieldnames = header
+            reader.fieldnames = ["id" if fmt == "ophnet" and c == "video_id" else c for c in header]
             return [(f"{path}:{reader.line_num}", row) for row in reader]
     text = path.read_text(encoding="utf-8-sig")
+    if fmt == "surgatlas":
+        return _keyed_rows(path, text)
     if path.suffix.lower() == ".jsonl":
         out = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -122,6 +134,25 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path}#{i}", row) for i, row in enumerate(data)]
 
 
+def _keyed_rows(path: Path, text: str) -> list[tuple[str, Any]]:
+    """SurgAtlas' JSON object ``{youtube_id: {surgery, specialty, procedure}}`` as rows; ``where`` gives the line of
+    each key."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON: column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}:1: a SurgAtlas list must be a JSON object keyed by YouTube id")
+    out, pos = [], 0
+    for key, value in data.items():
+        found = text.find(json.dumps(key), pos)
+        pos = found if found >= 0 else pos
+        where = f"{path}:{text.count(chr(10), 0, pos) + 1}"
+        row = {**value, "youtube_id": key} if isinstance(value, dict) else f"{key!r}: expected an object"
+        out.append((where, row))
+    return out
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -131,7 +162,7 @@ def _text(value: Any) -> str | None:
     return value or None
 
 
-def read_video_list(path: str | Path) -> VideoList:
+def read_video_list(path: str | Path, fmt: str = "auto", id_uri: str | None = None) -> VideoList:
     """Parse a video list (see the module docstring); bad rows become error rows, the rest imports."""
     path = Path(path)
     out = VideoList()
@@ -140,7 +171,7 @@ def read_video_list(path: str | Path) -> VideoList:
     def bad(where: str, problem: str, vid: str | None = None) -> None:
         out.errors.append(ErrorRow(STAGE, vid, str(path), "bad_row", f"{where}: {problem}"))
 
-    for where, raw in _rows(path):
+    for where, raw in _rows(path, fmt):
         if isinstance(raw, str):
             bad(where, raw)
             continue
@@ -166,6 +197,11 @@ def read_video_list(path: str | Path) -> VideoList:
             uri = f"youtube://{yid}"
         elif val["url"]:
             uri = val["url"]
+        elif id_uri and val["id"] and NATIVE_ID.match(val["id"]):
+            uri = id_uri.format(id=val["id"])
+        elif id_uri:
+            bad(where, f"needs a video id of letters, digits, _ . - (got {val['id']!r})")
+            continue
         else:
             bad(where, "needs a youtube_id, url or path")
             continue
