@@ -177,3 +177,74 @@ def build(
             )
     except (SurgcorpusError, KeyError) as exc:
         fail(str(exc))
+
+
+@app.command("fix")
+def fix_cmd(
+    dataset: Annotated[str, typer.Argument(help="dataset name, or 'all'")],
+    splits: Annotated[
+        Path, typer.Option("--splits", "-s", help="folder of published split CSVs (<dataset>/<split>.csv); read only")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the corrected splits (<dataset>/<split>.csv)")],
+    root: Annotated[
+        Path | None, typer.Option("--root", "-r", help="raw folder (for 'all': a folder of <dataset name> folders)")
+    ] = None,
+    root_for: Annotated[
+        list[str] | None, typer.Option("--root-for", help="NAME=PATH: raw folder of one dataset (with 'all')")
+    ] = None,
+    val_fraction: Annotated[float, typer.Option(help="share of train clips carved into val where val = test")] = 0.1,
+    leaking: Annotated[str, typer.Option(help="a video in several splits: move (to its majority split) or drop")] = (
+        "move"
+    ),
+    seed: Annotated[int, typer.Option(help="seed of the validation carve")] = 0,
+    manifest: Manifest = None,
+) -> None:
+    """Corrected splits (real val, no video on two sides, annotated labels, no artefact classes) + diff reports."""
+    from corpus.benchmark.audit import read_splits
+    from corpus.benchmark.fix import fix, write_fixed
+    from corpus.benchmark.plan import plan
+    from corpus.benchmark.spec import default_benchmark, load_benchmark, split_dir
+
+    if leaking not in ("move", "drop"):
+        fail(f"--leaking must be move or drop (got {leaking!r})")
+    if out.resolve() == splits.resolve() or (out / "x").resolve().is_relative_to(splits.resolve()):
+        fail(f"--out {out} is inside --splits {splits}: the published splits are never overwritten")
+    try:
+        bench = load_benchmark(manifest or default_benchmark())
+        roots = dict(item.split("=", 1) for item in root_for or [])
+        if dataset != "all":
+            todo = [(bench.get(dataset), root)]
+        else:
+            todo = []
+            for spec in bench.sources:
+                if not (splits / spec.dataset / "train.csv").is_file():
+                    continue
+                raw = roots.get(spec.name) or roots.get(spec.dataset)
+                if raw is None and root is not None and (root / spec.name).is_dir():
+                    raw = root / spec.name
+                todo.append((spec, Path(raw) if raw else None))
+        lines = []
+        for spec, raw in todo:
+            planned = plan(spec, raw) if raw is not None and spec.adapter and spec.naming else None
+            rows, report = fix(
+                spec,
+                read_splits(split_dir(spec, splits)),
+                planned,
+                val_fraction=val_fraction,
+                seed=seed,
+                leaking=leaking,
+            )
+            folder = write_fixed(spec, rows, report, out)
+            counts = ", ".join(f"{n} {a}" for a, n in sorted(report["counts"].items())) or "no change"
+            fixed = "/".join(str(report["rows_fixed"][s]) for s in ("train", "val", "test"))
+            lines.append(f"| {spec.name} | {fixed} | {counts} | {'yes' if planned else 'no'} |")
+            typer.echo(f"{spec.name}: train/val/test {fixed} ({counts}) -> {folder}")
+        if dataset == "all":
+            summary = out / "fix_report.md"
+            summary.write_text(
+                "# Corrected SurgRec splits\n\n| dataset | train/val/test | changes | annotation checked |\n"
+                "|---|---|---|---|\n" + "\n".join(lines) + "\n"
+            )
+            typer.echo(f"report: {summary}")
+    except (SurgcorpusError, KeyError) as exc:
+        fail(str(exc))
