@@ -197,6 +197,7 @@ from cli.curate import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
 from cli.eval import app as eval_app  # noqa: E402
 from cli.hierarchy import app as hierarchy_app  # noqa: E402
 from cli.plan import plan_cmd  # noqa: E402
+from cli.train import train_cmd  # noqa: E402
 
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(hierarchy_app, name="hierarchy")
@@ -205,6 +206,7 @@ app.command("embed")(embed_cmd)
 app.command("balance")(balance_cmd)
 app.command("leakage")(leakage_cmd)
 app.command("plan")(plan_cmd)
+app.command("train")(train_cmd)
 
 
 def main() -> None:
