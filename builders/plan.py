@@ -7,9 +7,15 @@ videos (YouTube, HTTP) are counted but not probed. Per domain and in total the f
 sources of which some have no published figure is reported with the number of unknowns, never filled in. Frames
 are only "expected" when published, or estimated as hours x fps when both are published (marked as estimated).
 
+Each video is planned once (``corpus.resolve.resolve_plan``): a video that a source lists but an earlier source
+already plans (same YouTube id, URL or published sha256) counts in that source's ``overlap_videos``, not in its
+found videos, and ``overlap`` gives the count per pair of sources; held-out benchmark videos stay out. Per license
+(``licenses``): the same figures summed over the sources with that license id, and whether it allows commercial
+use; sources left out by the manifest's ``exclude_licenses`` are listed in ``excluded`` and summed nowhere.
+
 >>> p = plan_corpus(load_manifest("manifests/surgrec.yaml"))  # doctest: +SKIP
 >>> p.total.expected_videos, p.reference.videos  # doctest: +SKIP
-(4804, 10535)
+(25172, 10535)
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from corpus.errors import ErrorRow, SurgcorpusError
+from corpus.licenses import commercial_use, license_of
 from corpus.manifest import CorpusManifest, Source
+from corpus.overlap import HELD_OUT, overlap_pairs
 from corpus.progress import stage_progress
-from corpus.resolve import plan_videos
+from corpus.resolve import resolve_plan
 
 REFERENCE_VIDEOS = 10_535
 REFERENCE_FRAMES = 214_500_000
@@ -40,7 +48,8 @@ class Figures:
 
     ``unknown_*`` count the sources without a published figure in a sum; ``frames_estimated`` counts the sources
     whose expected frames are hours x fps rather than published; ``found_hours``/``found_frames`` are ``None`` when
-    nothing was probed.
+    nothing was probed; ``overlap_videos``/``held_out_videos`` count listed videos that another source plans or
+    holds out (not in ``found_videos``).
     """
 
     expected_videos: int | None = None
@@ -55,6 +64,8 @@ class Figures:
     probed_videos: int = 0
     found_hours: float | None = None
     found_frames: int | None = None
+    overlap_videos: int = 0
+    held_out_videos: int = 0
 
     def add(self, other: Figures) -> None:
         for key in ("videos", "hours", "frames"):
@@ -66,6 +77,8 @@ class Figures:
         self.found_videos += other.found_videos
         self.found_remote += other.found_remote
         self.probed_videos += other.probed_videos
+        self.overlap_videos += other.overlap_videos
+        self.held_out_videos += other.held_out_videos
         for key in ("found_hours", "found_frames"):
             theirs = getattr(other, key)
             if theirs is not None:
@@ -82,16 +95,33 @@ class SourcePlan:
     reference: str | None = None
     note: str = ""
     use_splits: list[str] | None = None
+    license: str = ""
+    license_id: str = ""
+    excluded: str | None = None
+
+
+@dataclass
+class LicensePlan:
+    """The figures of the sources sharing one license id; ``commercial_use`` None when not cleared."""
+
+    license_id: str
+    commercial_use: bool | None
+    sources: list[str] = field(default_factory=list)
+    figures: Figures = field(default_factory=Figures)
 
 
 @dataclass
 class CorpusPlan:
-    """A manifest's plan: per source, per domain, total, the reference build, and the problems met."""
+    """A manifest's plan: per source, per domain, per license, total, the overlap between sources, the reference
+    build, and the problems met."""
 
     manifest: str
     sources: list[SourcePlan] = field(default_factory=list)
     domains: dict[str, Figures] = field(default_factory=dict)
+    licenses: dict[str, LicensePlan] = field(default_factory=dict)
     total: Figures = field(default_factory=Figures)
+    overlap: list[dict] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
     reference: Reference = field(default_factory=Reference)
     errors: list[ErrorRow] = field(default_factory=list)
 
@@ -101,7 +131,10 @@ class CorpusPlan:
             "manifest": self.manifest,
             "sources": [asdict(s) for s in self.sources],
             "domains": {d: asdict(f) for d, f in self.domains.items()},
+            "licenses": {k: asdict(lp) for k, lp in self.licenses.items()},
             "total": asdict(self.total),
+            "overlap": self.overlap,
+            "excluded": self.excluded,
             "reference": asdict(ref),
             "versus_reference": versus_reference(self.total, ref),
             "errors": [e.to_dict() for e in self.errors],
@@ -134,14 +167,30 @@ def plan_corpus(
     show_progress: bool = False,
 ) -> CorpusPlan:
     """Expected vs found figures of ``manifest`` (see the module docstring); probe failures become error rows."""
-    rows, errors = plan_videos(manifest)
-    out = CorpusPlan(manifest=name or manifest.name, errors=list(errors))
+    resolved = resolve_plan(manifest)
+    rows = resolved.rows
+    out = CorpusPlan(
+        manifest=name or manifest.name,
+        errors=list(resolved.errors),
+        overlap=overlap_pairs(resolved.duplicates),
+        excluded=dict(resolved.excluded),
+    )
     n_probe = sum(_is_local(r["uri"]) for r in rows) if probe else 0
     with stage_progress("probe", total=n_probe, enabled=show_progress and n_probe > 0) as advance:
         for src in manifest.sources:
-            out.sources.append(_source_plan(src, [r for r in rows if r["source"] == src.name], probe, out, advance))
-    for sp in out.sources:
+            sp = _source_plan(src, [r for r in rows if r["source"] == src.name], probe, out, advance)
+            sp.excluded = resolved.excluded.get(src.name)
+            dups = [d for d in resolved.duplicates if d.source == src.name]
+            sp.figures.held_out_videos = sum(d.reason == HELD_OUT for d in dups)
+            sp.figures.overlap_videos = len(dups) - sp.figures.held_out_videos
+            out.sources.append(sp)
+    for sp, src in zip(out.sources, manifest.sources, strict=True):
+        if sp.excluded is not None:
+            continue
         out.domains.setdefault(sp.domain, Figures()).add(sp.figures)
+        lp = out.licenses.setdefault(sp.license_id, LicensePlan(sp.license_id, commercial_use(sp.license_id)))
+        lp.sources.append(src.name)
+        lp.figures.add(sp.figures)
         out.total.add(sp.figures)
     return out
 
@@ -183,4 +232,6 @@ def _source_plan(src: Source, mine: list[dict], probe: bool, out: CorpusPlan, ad
         reference=exp.reference if exp else None,
         note=exp.note if exp else "",
         use_splits=list(src.use_splits) if src.use_splits else None,
+        license=src.license,
+        license_id=license_of(src),
     )

@@ -1,5 +1,6 @@
-"""``surgcorpus plan MANIFEST``: expected vs found videos, hours and frames per source and domain (mounted in
-``cli/main.py``); the work is ``builders.plan.plan_corpus``.
+"""``surgcorpus plan MANIFEST [--by source|license]``: expected vs found videos, hours and frames per source and
+domain, or per license, and the overlap between sources (mounted in ``cli/main.py``); the work is
+``builders.plan.plan_corpus``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _print_table(plan) -> None:
 
     for sp in plan.sources:
         take = "+".join(sp.use_splits) if sp.use_splits else "all"
+        if sp.excluded is not None:
+            take = f"excluded ({sp.excluded})"
         ref = (sp.reference or "no published figures in the manifest") + (f" [{sp.note}]" if sp.note else "")
         row(sp.source, sp.domain, take, sp.figures, ref)
     t.add_section()
@@ -77,6 +80,64 @@ def _print_table(plan) -> None:
         + ("" if plan.total.probed_videos else " (run with --probe to count hours and frames of local videos)")
     )
     console.print("'?' unknown (not published); '(+n?)' n sources without the figure; '≈' hours x fps")
+    _print_overlap(console, plan)
+
+
+def _print_overlap(console, plan) -> None:
+    from rich.table import Table
+
+    if not plan.overlap:
+        console.print("overlap: no video is listed by two sources (among the lists present)")
+        return
+    t = Table(title="overlap: videos listed by two sources, planned once (in the earlier source)")
+    for col in ("planned in", "also listed by", "videos", "by key", "why"):
+        t.add_column(col, justify="right" if col == "videos" else "left")
+    for o in plan.overlap:
+        by = ", ".join(f"{k} {n:,}" for k, n in o["by"].items())
+        why = "held out (val/test)" if o["reason"] == "held_out" else "earlier source keeps it"
+        t.add_row(o["kept_in"], o["source"], f"{o['videos']:,}", by, why)
+    console.print(t)
+
+
+def _print_licenses(plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200 if not sys.stdout.isatty() else None)
+    t = Table(title=f"surgcorpus plan --by license: {plan.manifest}")
+    cols = ("license", "commercial use", "sources", "exp. videos", "exp. hours", "found", "found h")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("license", "commercial use") else "right")
+    t.add_column("source names", overflow="fold", max_width=70)
+    use = {True: "yes", False: "no (NC)", None: "not cleared"}
+    for lic, lp in sorted(plan.licenses.items(), key=lambda kv: -(kv[1].figures.expected_videos or 0)):
+        f = lp.figures
+        t.add_row(
+            lic,
+            use[lp.commercial_use],
+            str(len(lp.sources)),
+            _num(f.expected_videos, f.unknown_videos),
+            _num(f.expected_hours, f.unknown_hours, 1),
+            f"{f.found_videos:,}",
+            _num(f.found_hours, digits=2),
+            ", ".join(lp.sources),
+        )
+    t.add_section()
+    f = plan.total
+    t.add_row(
+        "all",
+        "",
+        str(sum(len(lp.sources) for lp in plan.licenses.values())),
+        _num(f.expected_videos, f.unknown_videos),
+        _num(f.expected_hours, f.unknown_hours, 1),
+        f"{f.found_videos:,}",
+        _num(f.found_hours, digits=2),
+        "",
+    )
+    console.print(t)
+    for name, term in plan.excluded.items():
+        console.print(f"excluded by exclude_licenses ({term}): {name}")
+    console.print("commercial build: only 'yes' rows; exclude_licenses: non-commercial, unknown leaves the others out")
 
 
 def plan_cmd(
@@ -85,14 +146,19 @@ def plan_cmd(
     probe: Annotated[
         bool, typer.Option("--probe/--no-probe", help="ffprobe the local videos for their hours and frames")
     ] = False,
+    by: Annotated[str, typer.Option("--by", help="table rows: source (and domain) or license")] = "source",
 ) -> None:
-    """Expected (published) vs found (here, now) videos, hours and frames per source and domain, with totals and
-    the comparison with the SurgRec reference build (10,535 videos, 214.5M frames)."""
+    """Expected (published) vs found (here, now) videos, hours and frames per source and domain (or per license
+    with --by license), with totals, the overlap between sources (each video planned once) and the comparison with
+    the SurgRec reference build (10,535 videos, 214.5M frames). JSON holds all of it."""
     from builders.plan import plan_corpus
     from corpus.manifest import load_manifest
 
     if fmt not in ("table", "json"):
         typer.secho(f"unknown --format {fmt!r}: use table or json", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if by not in ("source", "license"):
+        typer.secho(f"unknown --by {by!r}: use source or license", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     try:
         m = load_manifest(manifest)
@@ -105,6 +171,8 @@ def plan_cmd(
         raise typer.Exit(2) from None
     if fmt == "json":
         sys.stdout.write(json.dumps(plan.to_dict(), indent=1) + "\n")
+    elif by == "license":
+        _print_licenses(plan)
     else:
         _print_table(plan)
     for e in plan.errors:

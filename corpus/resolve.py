@@ -69,15 +69,16 @@ def plan_videos(manifest: CorpusManifest) -> tuple[list[dict], list[ErrorRow]]:
 def resolve_plan(manifest: CorpusManifest) -> ResolvedPlan:
     """Every source's videos, each planned once (see the module docstring)."""
     out = ResolvedPlan()
-    errors = out.errors
     per_source: list[tuple[str, list[dict]]] = []
     held_out: dict[str, tuple[str, str]] = {}
     for src in manifest.sources:
-        if (term := excluded_by(src, manifest.exclude_licenses)) is not None:
-            out.excluded[src.name] = term
-            continue
         rows: list[dict] = []
-        per_source.append((src.name, rows))
+        errors = out.errors
+        if (term := excluded_by(src, manifest.exclude_licenses)) is not None:
+            # resolved all the same (quietly), so that the videos it holds out stay out of the other sources
+            out.excluded[src.name], errors = term, []
+        else:
+            per_source.append((src.name, rows))
         entries: list[tuple[str, str, str | None, int | None]] = []  # (native id, uri, sha256, bytes)
         if isinstance(src.videos, GlobSpec):
             if "://" in src.root:

@@ -15,7 +15,7 @@ from builders.pipeline import build
 from builders.stages import youtube
 from builders.stages.fetch import fetch_uri
 from cli.hierarchy import app as hierarchy_app
-from corpus.errors import FetchError
+from corpus.errors import AnnotationError, FetchError
 from corpus.manifest import load_manifest, load_source
 from corpus.testing import make_video
 from corpus.video_lists import read_video_list, to_records, to_source, write_source_manifest, youtube_id_of
@@ -212,3 +212,80 @@ def test_ytdlp_network_error_is_a_fetch_error_and_a_download_is_cached(monkeypat
     assert Path(got.path).read_bytes() == video.read_bytes() and got.path.endswith(f"{got.sha256}.mp4")
     again = fetch_uri("youtube://80czDESoMiQ", root=None, cache_dir=tmp_path / "cache")
     assert again == got and len(calls) == 1  # the id's content address is remembered: no second download
+
+
+REPO = Path(__file__).resolve().parents[1]
+OPHNET = REPO / "manifests" / "pretrain" / "lists" / "ophnet" / "OphNet2024_surgery.csv"
+SURGATLAS = Path(__file__).resolve().parent / "data" / "surgatlas_procedures.json"
+
+
+def test_ophnet_real_list_places_ids_under_the_root(tmp_path):
+    """OphNet's published OphNet2024_surgery.csv (MIT, copied in the repo): 1,969 ids, videos at <root>/<id>.mp4."""
+    from corpus.listed_source import listed_videos
+    from corpus.manifest import VideoListSpec
+
+    spec = VideoListSpec(list=str(OPHNET), format="ophnet", uri="{id}.mp4")
+    vl = listed_videos(spec, root=str(tmp_path))
+    assert vl.errors == [] and len(vl.videos) == 1969
+    first = vl.videos[0]
+    assert (first.native_id, first.uri, first.youtube_id) == ("case_0358", str(tmp_path / "case_0358.mp4"), None)
+    assert first.extra == {"surgery": "28"} and first.where == f"{OPHNET}:2"
+    assert next(v for v in vl.videos if v.native_id == "case_0814").extra["surgery"] == "1,13,14"
+    with pytest.raises(AnnotationError, match="needs 'uri'"):
+        listed_videos(VideoListSpec(list=str(OPHNET), format="ophnet"))
+
+
+def test_ophnet_malformed_rows_and_header_name_file_and_line(tmp_path):
+    bad = tmp_path / "surgery.csv"
+    bad.write_text('video_id,surgery\ncase_0001,2\n"case 0002",2\n,3\ncase_0001,"1,2"\ncase_0003,0\n')
+    vl = read_video_list(bad, "ophnet", str(tmp_path / "{id}.mp4"))
+    assert [v.native_id for v in vl.videos] == ["case_0001", "case_0003"]
+    assert [e.message.split(": ", 1)[0] for e in vl.errors] == [f"{bad}:3", f"{bad}:4", f"{bad}:5"]
+    assert "'case 0002'" in vl.errors[0].message and "already listed" in vl.errors[2].message
+    nohead = tmp_path / "nohead.csv"
+    nohead.write_text("id,surgery\ncase_0001,2\n")
+    with pytest.raises(AnnotationError, match=rf"{nohead}:1: a video list needs a video_id column"):
+        read_video_list(nohead, "ophnet", "{id}.mp4")
+
+
+def test_surgatlas_list_keyed_by_youtube_id(tmp_path):
+    """An excerpt generated from SurgAtlas' documented procedure-metadata format (github.com/fil-mp/surgatlas)."""
+    from corpus.listed_source import listed_videos
+    from corpus.manifest import VideoListSpec
+
+    vl = read_video_list(SURGATLAS, "surgatlas")
+    assert [(v.native_id, v.uri) for v in vl.videos] == [
+        (f"Sa0000000A{i}", f"youtube://Sa0000000A{i}") for i in (1, 2, 3, 4)
+    ]
+    assert vl.videos[1].extra == {"surgery": "robotic", "specialty": "Urology", "procedure": "Robotic prostatectomy"}
+    assert [e.message for e in vl.errors] == [
+        f"{SURGATLAS}:6: malformed YouTube id 'not-an-id' (11 characters of A-Z a-z 0-9 _ -)",
+        f"{SURGATLAS}:7: 'Sa0000000A5': expected an object",
+    ]
+    opened = listed_videos(VideoListSpec(list=str(SURGATLAS), format="surgatlas", where={"surgery": "open"}))
+    assert [v.native_id for v in opened.videos] == ["Sa0000000A1", "Sa0000000A4"]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n "Sa0000000A1": {"surgery": "open"},\n "Sa0000000A2": {"surgery": }\n}\n')
+    with pytest.raises(AnnotationError, match=rf"{broken}:3: not valid JSON"):
+        read_video_list(broken, "surgatlas")
+    with pytest.raises(AnnotationError, match="JSON object keyed by YouTube id"):
+        read_video_list(LEMON if LEMON.is_file() else _write(tmp_path / "l.json", "[]"), "surgatlas")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_pinned_list_checksum(tmp_path):
+    from corpus.listed_source import listed_videos
+    from corpus.manifest import VideoListSpec
+
+    pinned = "d8a876f0bb7d59b36e8067f814458ae435e7c432c96ae6e8777879490dcfaf40"
+    ok = listed_videos(VideoListSpec(list=str(OPHNET), format="ophnet", uri="{id}.mp4", sha256=pinned))
+    assert ok.errors == []
+    changed = tmp_path / "OphNet2024_surgery.csv"
+    changed.write_bytes(OPHNET.read_bytes().replace(b"case_0358,28", b"case_0358,29"))
+    vl = listed_videos(VideoListSpec(list=str(changed), format="ophnet", uri="{id}.mp4", sha256=pinned))
+    [err] = vl.errors
+    assert err.kind == "checksum_mismatch" and str(changed) in err.message and len(vl.videos) == 1969
