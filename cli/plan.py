@@ -40,6 +40,8 @@ def _print_table(plan) -> None:
         if f.frames_estimated and f.expected_frames is not None:
             frames = "≈" + frames
         found = f"{f.found_videos:,}" + (f" ({f.found_remote:,} remote)" if f.found_remote else "")
+        found += f" +{f.overlap_videos:,} planned elsewhere" if f.overlap_videos else ""
+        found += f" +{f.held_out_videos:,} held out" if f.held_out_videos else ""
         t.add_row(
             label,
             domain,
