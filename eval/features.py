@@ -1,0 +1,117 @@
+"""Frozen clip features for evaluation, cached per clip and view.
+
+The encoder is ``"default"`` (the embed stage's CPU :class:`~builders.stages.embed.StatsEncoder`) or a trainer
+checkpoint (any file following the embed ``--encoder`` contract, which ``trainers/`` checkpoints do); it runs in
+eval mode, so drop-path is off and a view's feature is a function of the view: it is computed once.
+
+Cache layout: ``<cache>/<encoder id>/part-*.parquet`` with columns ``clip`` (the caller's key, e.g. the published
+clip path), ``fingerprint`` (the clip file's sha256, so a re-cut clip is re-encoded), ``view`` (``t{k}s{j}``, see
+:mod:`eval.views`) and ``vector`` (``list<float32>``). Each batch of clips is a new part file written under a
+temp name and renamed, so an interrupted extraction keeps what it finished. A clip that cannot be decoded is
+reported back (never silently dropped) and retried by the next call.
+
+Example::
+
+    cache = FeatureCache("build/eval/features", load_feature_encoder("runs/mae/last.pt"))
+    feats, failed = cache.features([("cholec80/x.mp4", "build/surgrec/cholec80/clips/cholec80/x.mp4", None)])
+    feats["cholec80/x.mp4"]  # (15, D) float32, one row per view in ViewSpec.names() order
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from builders.stages.cas import sha256_file
+from builders.stages.embed import ClipEncoder, load_encoder
+from corpus.errors import SurgcorpusError
+from corpus.progress import stage_progress
+from eval.views import SURGREC_VIEWS, ViewSpec, clip_views
+
+FEATURES = pa.schema(
+    [("clip", pa.string()), ("fingerprint", pa.string()), ("view", pa.string()), ("vector", pa.list_(pa.float32()))]
+)
+
+
+def load_feature_encoder(spec: str = "default") -> ClipEncoder:
+    """``"default"`` or a checkpoint path -> a frozen encoder: ``encode_batch`` maps ``(B, T, H, W, 3)`` uint8 to
+    ``(B, D)``."""
+    return load_encoder(spec)
+
+
+class FeatureCache:
+    """Per clip and view features of one encoder, cached on disk (see the module docstring)."""
+
+    def __init__(
+        self, root: str | Path, encoder: ClipEncoder, views: ViewSpec = SURGREC_VIEWS, batch_clips: int = 64
+    ) -> None:
+        self.encoder, self.views, self.batch_clips = encoder, views, batch_clips
+        vid = f"{encoder.encoder_id}-v{views.temporal}x{views.spatial}s{views.stride}"
+        self.dir = Path(root) / vid
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _load(self) -> dict[tuple[str, str], np.ndarray]:
+        """(clip, fingerprint) -> ``(V, D)`` for every fully cached clip."""
+        got: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        for part in sorted(self.dir.glob("part-*.parquet")):
+            t = pq.read_table(part)
+            vecs = t["vector"].combine_chunks()
+            dim = len(vecs[0]) if len(vecs) else 0
+            flat = vecs.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) if dim else np.zeros((0, 0))
+            for i, (c, f, v) in enumerate(
+                zip(t["clip"].to_pylist(), t["fingerprint"].to_pylist(), t["view"].to_pylist(), strict=True)
+            ):
+                got.setdefault((c, f), {})[v] = flat[i]
+        names = self.views.names()
+        return {k: np.stack([d[n] for n in names]) for k, d in got.items() if all(n in d for n in names)}
+
+    def _write(self, rows: list[tuple[str, str, str, np.ndarray]]) -> None:
+        if not rows:
+            return
+        table = pa.table(
+            {
+                "clip": [r[0] for r in rows],
+                "fingerprint": [r[1] for r in rows],
+                "view": [r[2] for r in rows],
+                "vector": pa.array([r[3].astype(np.float32) for r in rows], type=pa.list_(pa.float32())),
+            },
+            schema=FEATURES,
+        )
+        name = hashlib.sha1("".join(f"{r[0]}|{r[1]}|{r[2]}" for r in rows).encode()).hexdigest()[:16]
+        tmp = self.dir / f".part-{name}.parquet.tmp{os.getpid()}"
+        pq.write_table(table, tmp)
+        tmp.replace(self.dir / f"part-{name}.parquet")
+
+    def features(
+        self, clips: list[tuple[str, str | Path, str | None]], show_progress: bool = False
+    ) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """``clips``: ``(key, file, sha256 or None)``. Returns key -> ``(V, D)`` features and the failed clips
+        (``{"clip", "file", "error"}``)."""
+        prints = {key: fp or sha256_file(path)[0] for key, path, fp in clips}
+        cached = self._load()
+        out = {key: cached[(key, prints[key])] for key, _, _ in clips if (key, prints[key]) in cached}
+        todo = [(k, Path(p)) for k, p, _ in clips if k not in out]
+        failed: list[dict] = []
+        names = self.views.names()
+        enc = self.encoder
+        with stage_progress("features", len(clips), len(clips) - len(todo), enabled=show_progress) as advance:
+            for i in range(0, len(todo), self.batch_clips):
+                rows: list[tuple[str, str, str, np.ndarray]] = []
+                for key, path in todo[i : i + self.batch_clips]:
+                    try:
+                        views = clip_views(path, enc.num_frames, enc.frame_size, self.views)
+                    except SurgcorpusError as exc:
+                        failed.append({"clip": key, "file": str(path), "error": str(exc)})
+                        advance(1)
+                        continue
+                    vecs = enc.encode_batch(np.stack([views[n] for n in names]))
+                    out[key] = vecs
+                    rows += [(key, prints[key], n, v) for n, v in zip(names, vecs, strict=True)]
+                    advance(1)
+                self._write(rows)
+        return out, failed
