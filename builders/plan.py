@@ -15,7 +15,7 @@ use; sources left out by the manifest's ``exclude_licenses`` are listed in ``exc
 
 >>> p = plan_corpus(load_manifest("manifests/surgrec.yaml"))  # doctest: +SKIP
 >>> p.total.expected_videos, p.reference.videos  # doctest: +SKIP
-(25172, 10535)
+(26116, 10535)
 """
 
 from __future__ import annotations

@@ -277,3 +277,15 @@ def test_plan_by_license_and_excluded_licenses(shared_lists: Path, tmp_path: Pat
     # c keeps the videos a and bench listed first, but the benchmark's test video stays out though bench is excluded
     assert sorted(r["video_id"] for r in rows) == ["c/AAAAAAAAAAA", "c/x", "c/y", "d/q"]
     assert plan.total.found_videos == 4 and plan.total.held_out_videos == 1 and plan.total.expected_videos is None
+
+
+def test_cataract_1k_unannotated_leaves_the_56_benchmark_videos_out(tmp_path: Path) -> None:
+    bench = load_source(REPO / "manifests" / "pretrain" / "cataract-1k.yaml")
+    annotated = set(bench.splits.train) | set(bench.splits.test)
+    for name in sorted(annotated) + ["case_0001", "case_0002"]:
+        (tmp_path / f"{name}.mp4").write_bytes(b"")
+    src = load_source(REPO / "manifests" / "pretrain" / "cataract-1k-unannotated.yaml")
+    m = load_manifest(SURGREC).model_copy(update={"sources": (src.model_copy(update={"root": str(tmp_path)}),)})
+    rows, errors = plan_videos(m)
+    assert len(annotated) == 56 and errors == []
+    assert [r["native_id"] for r in rows] == ["case_0001", "case_0002"]
