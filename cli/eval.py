@@ -91,3 +91,39 @@ def retrieval(
         ["direction", *(c + (" (%)" if c.startswith("R@") else "") for c in cols)],
         rows,
     )
+
+
+@app.command()
+def surgrec16(
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-c", help="trainer checkpoint, or 'default' (CPU encoder)")
+    ],
+    benchmark: Annotated[Path, typer.Option("--benchmark", "-b", help="`benchmark build` output (<dataset>/ dirs)")],
+    splits: Annotated[
+        str, typer.Option(help="published (SurgRec's protocol reproduced) or fixed (corrected)")
+    ] = "fixed",
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("build/eval/surgrec16"),
+    cache: Annotated[Path | None, typer.Option(help="feature cache (default: OUT/features)")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="only these datasets (repeat)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the probe (view draws, init, order)")] = 0,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", "-m", help="benchmark manifest (default: surgrec16)")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")] = True,
+) -> None:
+    """SurgRec-16 linear probe on frozen features, with majority/chance baselines and collapse flags."""
+    from corpus.benchmark.spec import default_benchmark, load_benchmark
+    from eval.report import to_markdown
+    from eval.surgrec16 import COLUMNS, evaluate
+
+    if splits not in ("published", "fixed"):
+        fail(f"--splits must be published or fixed (got {splits!r})")
+    try:
+        bench = load_benchmark(manifest or default_benchmark())
+        rows, run_dir = evaluate(checkpoint, benchmark, bench, splits, out, cache, dataset, seed, progress)
+    except SurgcorpusError as exc:
+        fail(str(exc))
+    keep = ["dataset", "n_train", "n_val", "n_test", "accuracy", "macro_f1", "majority_accuracy", "chance_accuracy",
+            "collapsed"]  # fmt: skip
+    typer.echo(to_markdown(rows, [c for c in COLUMNS if c in keep]))
+    typer.echo(f"results: {run_dir}/results.md")

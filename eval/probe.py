@@ -197,7 +197,9 @@ def _run_probe(train: Split, val: Split | None, test: Split, cfg: ProbeConfig, h
     return ProbeResult(
         metrics=metrics,
         baselines=baselines(train.labels.tolist(), labels.tolist(), len(classes)),
-        collapsed=collapse_reason(labels, pred),
+        collapsed="not trained: no optimiser step (train set smaller than one batch)"
+        if step == 0
+        else collapse_reason(labels, pred),
         n={"train": n, "val": len(val.keys) if val else 0, "test": len(test.keys), "test_keys": len(keys)},
         head_size=size,
         steps=step,

@@ -98,10 +98,9 @@ def read_csv(path: Path) -> list[dict]:
 def write_comparison(out: str | Path, runs: Sequence[str] = ("published", "fixed")) -> Path | None:
     """``out/comparison.md``: the accuracy, majority rate and collapse flag of each run's datasets side by side."""
     out = Path(out)
-    tables = {r: {row["dataset"]: row for row in read_csv(out / r / "results.csv")} for r in runs}
-    tables = {r: t for r, t in tables.items() if t} if all((out / r / "results.csv").exists() for r in runs) else {}
-    if not tables:
+    if not all((out / r / "results.csv").exists() for r in runs):
         return None
+    tables = {r: {row["dataset"]: row for row in read_csv(out / r / "results.csv")} for r in runs}
     datasets = sorted({d for t in tables.values() for d in t})
     head = ["dataset"] + [f"{r} {c}" for r in tables for c in ("accuracy", "majority", "collapsed")]
     lines = ["# Published vs corrected splits", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
