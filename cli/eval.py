@@ -127,3 +127,28 @@ def surgrec16(
             "collapsed"]  # fmt: skip
     typer.echo(to_markdown(rows, [c for c in COLUMNS if c in keep]))
     typer.echo(f"results: {run_dir}/results.md")
+
+
+@app.command()
+def opensurgery(
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", "-c", help="trainer checkpoint, or 'default' (CPU encoder)")
+    ],
+    build: Annotated[Path, typer.Option("--build", "-b", help="hierarchy build dir (hierarchy import/split/shard)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("build/eval/opensurgery"),
+    window_s: Annotated[float, typer.Option(help="window length (s) of the localization head")] = 1.0,
+    seed: Annotated[int, typer.Option(help="seed of the probes")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")] = True,
+) -> None:
+    """OpenSurgery tasks: operation recognition (probe; zero-shot per prompt), localization (mAP), retrieval."""
+    from eval.opensurgery import COLUMNS, evaluate
+    from eval.report import to_markdown
+
+    try:
+        rows, run_dir = evaluate(checkpoint, build, out, window_s=window_s, seed=seed, show_progress=progress)
+    except SurgcorpusError as exc:
+        fail(str(exc))
+    keep = ["task", "variant", "n_test", "accuracy", "majority_accuracy", "average_mAP", "t2v_R@1", "v2t_R@1",
+            "collapsed", "note"]  # fmt: skip
+    typer.echo(to_markdown(rows, [c for c in COLUMNS if c in keep]))
+    typer.echo(f"results: {run_dir}/results.md")

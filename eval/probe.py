@@ -87,6 +87,7 @@ class ProbeResult:
     best_epoch: int
     predictions: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    probabilities: np.ndarray | None = None  # (test keys, head size): view-averaged softmax
 
 
 def _schedule(cfg: ProbeConfig, step: int, total: int, warmup: int) -> float:
@@ -209,6 +210,7 @@ def _run_probe(train: Split, val: Split | None, test: Split, cfg: ProbeConfig, h
             for i, (k, t, p) in enumerate(zip(keys, labels, pred, strict=True))
         ],
         config=asdict(cfg),
+        probabilities=probs,
     )
 
 
