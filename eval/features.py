@@ -38,9 +38,43 @@ FEATURES = pa.schema(
 )
 
 
+class TrainerEncoder:
+    """The video encoder of a ``trainers/`` checkpoint (``trainers.checkpoint.load_encoder``), eval mode:
+    ``encode_batch`` normalises RGB with the checkpoint's mean/std and returns the mean over all tokens (not
+    L2-normalised: the probe's LayerNorm comes next, as in SurgRec's head)."""
+
+    def __init__(self, path: str | Path) -> None:
+        import torch
+
+        from trainers.checkpoint import load_encoder as trainer_encoder
+
+        path = Path(path)
+        self.model, cfg = trainer_encoder(path)
+        self.num_frames = int(cfg["num_frames"])
+        self.frame_size = (int(cfg["image_size"]), int(cfg["image_size"]))
+        self._mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1, 1)
+        self._std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1, 1)
+        self.encoder_id = f"ckpt-{cfg.get('recipe', 'model')}-{path.stem}-{sha256_file(path)[0][:12]}"
+        self.dim = int(self.encode_batch(np.zeros((1, self.num_frames, *self.frame_size, 3), np.uint8)).shape[1])
+
+    def encode_batch(self, clips: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(clips)).float().div_(255.0).permute(0, 4, 1, 2, 3)
+        with torch.no_grad():
+            return self.model.embed((x - self._mean) / self._std).float().numpy()
+
+
 def load_feature_encoder(spec: str = "default") -> ClipEncoder:
-    """``"default"`` or a checkpoint path -> a frozen encoder: ``encode_batch`` maps ``(B, T, H, W, 3)`` uint8 to
-    ``(B, D)``."""
+    """``"default"`` -> the CPU stats encoder; a ``trainers/`` checkpoint (its config names a recipe) ->
+    :class:`TrainerEncoder`; any other file following the embed ``--encoder`` contract -> the embed stage's
+    checkpoint encoder. ``encode_batch`` maps ``(B, T, H, W, 3)`` uint8 to ``(B, D)``."""
+    if spec in ("default", "stats"):
+        return load_encoder(spec)
+    from trainers.checkpoint import read_checkpoint
+
+    if "recipe" in read_checkpoint(spec)["config"]:
+        return TrainerEncoder(spec)
     return load_encoder(spec)
 
 

@@ -115,3 +115,26 @@ def test_write_run_writes_markdown_csv_and_plot(tmp_path):
     assert "| a | 80.00 | 30.00 | 25.00 |  |" in md and "**Collapsed**" in md and "b." in md
     assert read_csv(paths["csv"])[1]["collapsed"] == "one class"
     assert Path(paths["png"]).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_features_from_a_trainer_checkpoint(tmp_path):
+    import torch
+
+    from trainers.checkpoint import encoder_config
+    from trainers.config import load_config
+    from trainers.recipe import default_config, model_from_config
+
+    cfg = load_config(default_config("mae"))
+    model = model_from_config(cfg.model_dump(mode="json"))
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict(), "config": encoder_config(cfg)}, ckpt)
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=25:duration=1", str(clip)], check=True
+    )
+    enc = load_feature_encoder(str(ckpt))
+    assert enc.encoder_id.startswith("ckpt-mae-last-") and enc.frame_size == (64, 64) and enc.num_frames == 8
+    feats, failed = FeatureCache(tmp_path / "cache", enc).features([("c.mp4", clip, None)])
+    assert not failed and feats["c.mp4"].shape == (15, enc.dim) and np.isfinite(feats["c.mp4"]).all()
+    assert not np.allclose(feats["c.mp4"][0], feats["c.mp4"][14])  # first and last view differ
