@@ -154,6 +154,11 @@ class ClipSpec(_Model):
     decoder: Literal["ffmpeg", "decord"] = Field(
         default="ffmpeg", description="bulk decoder of the clip stage (decord falls back to ffmpeg when it cannot)"
     )
+    timing: Literal["exact", "fast"] = Field(
+        default="exact",
+        description="exact: the source frame nearest each output time; fast: the nearest frame of a cheaper decode "
+        "(skipped non-reference frames, reduced resolution), its timestamp error recorded per clip",
+    )
 
     @model_validator(mode="after")
     def _length(self) -> ClipSpec:
@@ -252,6 +257,8 @@ class CorpusManifest(_Model):
                         src["videos"].pop(key, None)
         if not data["exclude_licenses"]:
             data.pop("exclude_licenses")
+        if data["clips"]["timing"] == "exact":  # the default, added later
+            data["clips"].pop("timing")
         chosen = {p: data[p] for p in parts} if parts else data
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -51,9 +51,10 @@ PROBE = pa.schema(
         ("duration_s", pa.float64()),
         ("rotation", pa.int32()),
         ("has_audio", pa.bool_()),
-        ("n_frames", pa.int64()),
-        ("n_frames_header", pa.int64()),
+        ("n_frames", pa.int64()),  # decoded frames once the clip pass has counted them (frames_counted)
+        ("n_frames_header", pa.int64()),  # what the container header claims
         ("frames_counted", pa.bool_()),
+        ("has_b_frames", pa.int32()),  # decoder reorder depth: > 0 when the stream has B-frames
     ]
 )
 
@@ -87,6 +88,7 @@ CLIPS = pa.schema(
         ("bytes", pa.int64()),
         ("sha256", pa.string()),
         ("phash", pa.list_(pa.uint64())),
+        ("max_timestamp_error_s", pa.float64()),  # largest |source frame time - output frame time| in the clip
         ("dup_of", pa.string()),
         ("dup_kind", pa.string()),
         ("shard", pa.string()),

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from builders.stages.clip import ClipStage
+from builders.stages.clip import ClipStage, split_clip_rows
 from builders.stages.probe import ProbeStage, probe_video
 from corpus.errors import EmptyVideo, ProbeError
 from corpus.manifest import ClipSpec
@@ -59,11 +59,44 @@ def test_truncated_file_trusts_decoding_over_header(tmp_path):
     data = full.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
-    facts = probe_video(str(cut))
-    assert facts["n_frames_header"] == 100
-    assert facts["frames_counted"] and facts["n_frames"] == count_frames(cut) < 100
-    res = ProbeStage().process(_row(cut))
-    assert [e.kind for e in res.errors] == ["truncated"]
+    facts = probe_video(str(cut))  # headers only: the clip pass counts
+    assert facts["n_frames_header"] == facts["n_frames"] == 100 and not facts["frames_counted"]
+    assert ProbeStage().process(_row(cut)).errors == []
+    counted = probe_video(str(cut), count="packets")
+    assert counted["frames_counted"] and counted["n_frames"] == count_frames(cut) < 100
+    res, measured = _cut_measured(tmp_path, cut, ClipSpec(fps=5, size=32, seconds=0.4))
+    assert measured["n_frames"] == count_frames(cut) and measured["frames_counted"]
+    assert measured["duration_s"] == pytest.approx(count_frames(cut) / 25)
+    assert [e.kind for e in res.errors] == ["truncated"] and "cut.mp4" in res.errors[0].message
+
+
+def _corrupt_last_packets(src, dest, n):
+    """Zero the payload of the last ``n`` video packets: the index still lists them, they no longer decode."""
+    import json
+
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pos,size", "-of", "json", src],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    data = bytearray(src.read_bytes())
+    for p in json.loads(out)["packets"][-n:]:
+        pos, size = int(p["pos"]), int(p["size"])
+        data[pos : pos + size] = bytes(size)
+    dest.write_bytes(data)
+    return dest
+
+
+def test_packets_matching_the_header_that_do_not_decode_are_not_counted(tmp_path):
+    good = make_video(tmp_path / "good.mp4", 4)
+    bad = _corrupt_last_packets(good, tmp_path / "bad.mp4", 10)
+    counted = probe_video(str(bad), count="packets")  # packets agree with the header: the old check trusted it
+    assert counted["n_frames_header"] == counted["n_frames"] == 100 and not counted["frames_counted"]
+    assert probe_video(str(bad), count="frames")["n_frames"] == count_frames(bad) == 90
+    res, measured = _cut_measured(tmp_path, bad, ClipSpec(fps=5, size=32, seconds=1))
+    assert (measured["n_frames"], measured["frames_counted"]) == (90, True)
+    assert len(res.rows) == 3 and [e.kind for e in res.errors] == ["truncated"]
 
 
 def test_corrupt_file_raises_probe_error_naming_file(tmp_path):
@@ -73,11 +106,18 @@ def test_corrupt_file_raises_probe_error_naming_file(tmp_path):
         probe_video(str(bad))
 
 
-def _cut(tmp_path, src, spec):
+def _cut_measured(tmp_path, src, spec):
+    """The clip stage's result with clip rows only, and the video facts its pass measured."""
     facts = probe_video(str(src))
     stage = ClipStage(str(tmp_path / "build"), spec)
     stage.setup()
-    return stage.process(_row(src, **facts))
+    res = stage.process(_row(src, **facts))
+    res.rows, measured = split_clip_rows(res.rows)
+    return res, measured.get("t/v")
+
+
+def _cut(tmp_path, src, spec):
+    return _cut_measured(tmp_path, src, spec)[0]
 
 
 @DECODERS
@@ -187,8 +227,8 @@ def test_source_mask_overrides_the_corpus_setting(decoder, tmp_path):
     stage = ClipStage(str(tmp_path / "build"), ClipSpec(fps=4, size=64, seconds=1, decoder=decoder))  # corpus: no mask
     corners = {}
     for mask in ("none", "circle"):
-        res = stage.process(_row(src, **facts, mask=mask))
-        frame = decord.VideoReader(str(tmp_path / "build" / res.rows[0]["path"]))[0].asnumpy()
+        clips, _ = split_clip_rows(stage.process(_row(src, **facts, mask=mask)).rows)
+        frame = decord.VideoReader(str(tmp_path / "build" / clips[0]["path"]))[0].asnumpy()
         corners[mask] = float(frame[:6, :6].mean())
     assert corners["none"] < 8 < corners["circle"]
 
@@ -244,7 +284,7 @@ def test_decord_decoder_falls_back_to_ffmpeg_for_a_file_decord_cannot_open(tmp_p
     )
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # decord refuses it; ffmpeg decodes the rest
-    facts = probe_video(str(cut))
+    facts = probe_video(str(cut), count="packets")
     assert facts["n_frames"] < facts["n_frames_header"]
     with caplog.at_level("INFO", logger="builders.stages.clip"):
         results = {d: _cut(tmp_path / d, cut, ClipSpec(fps=5, size=32, seconds=0.4, decoder=d)) for d in DECODER_NAMES}

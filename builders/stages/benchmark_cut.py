@@ -1,6 +1,7 @@
 """Benchmark stages, one unit per raw source video: probe it, then cut its published clips at exact frames.
 
-``SourceProbeStage`` probes a raw video with ``probe_video`` (a missing or unreadable file becomes an error row).
+``SourceProbeStage`` probes a raw video with ``probe_video`` and counts the frames that decode (a header, or a
+packet count, can claim frames that never decode); a missing or unreadable file becomes an error row.
 ``CutClipsStage`` encodes every clip of one video in a single ffmpeg run: the decoded stream is split once, each
 branch ``trim``-med to its frame range (``end_frame`` exclusive) and encoded as H.264 with bit-exact flags and
 one thread, so a rebuild writes the same bytes.
@@ -41,14 +42,14 @@ class SourceProbeStage(Stage):
         return row["video_file"]
 
     def fingerprint(self, row: dict) -> str:
-        return stable_hash(_identity(Path(row["src"])))
+        return stable_hash(_identity(Path(row["src"])), "decoded-count")
 
     def process(self, row: dict) -> UnitResult:
         src = Path(row["src"])
         try:
             if not src.is_file():
                 raise MissingInput(f"{src}: raw video not found (needed by {row['n_clips']} planned clips)")
-            facts = probe_video(str(src))
+            facts = probe_video(str(src), count="frames")  # clips are cut by frame number: count what decodes
         except SurgcorpusError as exc:
             return UnitResult(errors=[ErrorRow.from_exception(self.name, exc, video_id=row["video_id"], uri=str(src))])
         return UnitResult(rows=[{"video_file": row["video_file"], "video_id": row["video_id"], **facts}])

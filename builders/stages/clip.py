@@ -8,6 +8,12 @@ same filter graph, so overlap costs encoding, never a second decode.
 A side branch of the same graph emits tiny 32x32 grey frames (4 per clip) to stdout; their perceptual hashes
 (``imagehash.phash``) are the near-duplicate signatures that the dedup stage uses, so dedup needs no extra decode.
 
+Two ``showinfo`` taps (``builders.stages.timing``) see every decoded frame and every output frame: the pass counts
+the decoded frames (``videos.n_frames``; a shortfall against the header is a ``truncated`` error row) and records
+each clip's largest timestamp error. ``clips.timing: fast`` decodes less (``timing.choose_decode``) and falls back
+to the full decode when the cheaper one fails, would give fewer clips, or leaves an output frame further than
+half an output period from its source frame.
+
 Random access (the few frames sampled to find a black border or endoscope mask) goes through decord, with ffmpeg
 as the fallback for files decord cannot open.
 
@@ -30,12 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import ffmpeg
 import numpy as np
 
 from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import sha256_file
 from builders.stages.decode import DecordPlan, clip_frames, geometry
+from builders.stages.probe import ffprobe, probe_video, truncation_error
+from builders.stages.timing import FULL, DecodeChoice, Timeline, choose_decode, grid_shift_s
 from builders.tools import require_binary, require_encoder
 from corpus.errors import DecodeError, ErrorRow, SurgcorpusError, ffmpeg_failure
 from corpus.ids import clip_id, safe_relpath
@@ -82,7 +89,7 @@ def _sample_frames_gray(path: str, n_frames: int, rotated: bool = False, count: 
             return (frames @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)  # BT.601 luma
         except (decord.DECORDError, RuntimeError) as exc:  # what decord cannot open or seek
             log.info("decord could not open %s (%s); sampling frames with ffmpeg", path, exc)
-    st = ffmpeg.probe(path, select_streams="v:0")["streams"][0]
+    st = ffprobe(path, select_streams="v:0")["streams"][0]
     w, h = (st["height"], st["width"]) if rotated else (st["width"], st["height"])
     select = "+".join(f"eq(n,{i})" for i in idx)
     res = subprocess.run(
@@ -142,9 +149,11 @@ def output_size(spec: ClipSpec, width: int, height: int, crop: Crop | None) -> t
     return round(width * spec.size / height / 2) * 2, spec.size
 
 
-def _geometry_filters(spec: ClipSpec, crop: Crop | None) -> list[str]:
+def _geometry_filters(spec: ClipSpec, crop: Crop | None, lowres: int = 0) -> list[str]:
     s = spec.size
-    chain = [] if crop is None else [f"crop={crop.w}:{crop.h}:{crop.x}:{crop.y}"]
+    chain = []
+    if crop is not None:  # in source pixels; a lowres decode divides the frame by 2**lowres
+        chain.append(f"crop={crop.w >> lowres}:{crop.h >> lowres}:{crop.x >> lowres}:{crop.y >> lowres}")
     # scale so the short side is `size` (even dimensions), then centre crop to a square unless crop: none
     chain.append(f"scale='if(lte(iw,ih),{s},-2)':'if(lte(iw,ih),-2,{s})':flags=area")
     if spec.crop == "center":
@@ -180,6 +189,26 @@ class Series:
     start_of: Callable[[int], int]
     lengths: list[int] | None
     hash_at: dict[int, int]  # output frame position -> perceptual hash
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What one clip pass produced and measured: its encoder outputs, each output frame's timestamp error
+    (seconds; NaN where unknown), the video's frame count (``counted``: every frame decoded and counted)."""
+
+    series: list[Series]
+    errors_s: np.ndarray
+    n_frames: int
+    counted: bool
+    decode: str
+
+
+def split_clip_rows(rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
+    """A clip stage's rows as (clip rows, {video_id: facts the clip pass measured}): ``n_frames`` (decoded),
+    ``frames_counted`` and ``duration_s``, which replace the header's figures in ``videos``."""
+    clips = [r for r in rows if "clip_id" in r]
+    facts = {r["video_id"]: {k: v for k, v in r.items() if k != "video_id"} for r in rows if "clip_id" not in r}
+    return clips, facts
 
 
 def output_args(
@@ -250,13 +279,34 @@ def output_args(
     ]
 
 
-def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, preset: str) -> list[str]:
-    """The single ffmpeg invocation that writes every clip of a video and the hash frames to stdout."""
+def build_command(
+    src: str,
+    spec: ClipSpec,
+    crop: Crop | None,
+    workdir: Path,
+    preset: str,
+    choice: DecodeChoice = FULL,
+    src_fps: float = 0.0,
+) -> list[str]:
+    """The single ffmpeg invocation that writes every clip of a video and the hash frames to stdout.
+
+    Its stderr (``-v info``) carries the ``showinfo@src`` / ``showinfo@out`` lines that ``Timeline.parse`` reads.
+    """
     plan = ClipPlan(spec.length_frames, spec.stride_frames)
-    base = [f"fps={spec.fps:g}", *_geometry_filters(spec, crop)]
+    shift = grid_shift_s(spec.fps, src_fps, choice.gap_frames)
+    base = [
+        f"setpts=PTS-STARTPTS+{shift:.9f}/TB",  # output time 0 is the first decoded frame; see grid_shift_s
+        f"fps={spec.fps:g}",
+        *_geometry_filters(spec, crop, choice.lowres),
+        "showinfo@out",
+    ]
     m = plan.series
     hash_every = max(1, plan.length // 4)
-    graph = [f"[0:v:0]{','.join(base)},split={m + 1}[h]" + "".join(f"[s{k}]" for k in range(m))]
+    graph = [
+        "[0:v:0]split[src][main]",
+        "[src]crop=2:2:0:0,showinfo@src,nullsink",  # a 2x2 view: showinfo's checksums cost nothing
+        f"[main]{','.join(base)},split={m + 1}[h]" + "".join(f"[s{k}]" for k in range(m)),
+    ]
     graph.append(f"[h]select='not(mod(n,{hash_every}))',scale={HASH_SIDE}:{HASH_SIDE}:flags=area,format=gray[hs]")
     for k in range(m):
         sel = f"gte(n,{k * plan.stride})*lt(mod(n-{k * plan.stride},{plan.period}),{plan.length})"
@@ -265,10 +315,12 @@ def build_command(src: str, spec: ClipSpec, crop: Crop | None, workdir: Path, pr
         require_binary("ffmpeg"),
         "-nostdin",
         "-hide_banner",
+        "-nostats",
         "-v",
-        "error",
+        "info",
         "-threads",
         "1",
+        *choice.input_args,
         "-i",
         src,
         "-filter_complex",
@@ -294,7 +346,8 @@ def _check_exit(proc: subprocess.Popen, stderr_file, what: str) -> None:
     if rc == 0:
         return
     stderr_file.seek(0)
-    raise ffmpeg_failure(what, rc, stderr_file.read().decode(errors="replace"))
+    lines = [ln for ln in stderr_file.read().decode(errors="replace").splitlines() if not ln.startswith("[showinfo@")]
+    raise ffmpeg_failure(what, rc, "\n".join(lines[-200:]))
 
 
 def _segment_list(path: Path, fps: float) -> list[tuple[str, int]]:
@@ -326,9 +379,8 @@ class ClipStage(Stage):
             require_encoder("libx264")
 
     def fingerprint(self, row: dict) -> str:
-        return stable_hash(
-            row["sha256"], self.spec.model_dump(mode="json"), self.preset, row["n_frames"], self._mask(row)
-        )
+        spec = self.spec.model_dump(mode="json")
+        return stable_hash(row["sha256"], spec, self.preset, row["n_frames"], self._mask(row), "timed-v1")
 
     def _mask(self, row: dict) -> str:
         return row.get("mask") or self.spec.mask
@@ -358,18 +410,20 @@ class ClipStage(Stage):
             if self._mask(row) != "none":
                 rotated = int(row.get("rotation") or 0) in (90, 270)
                 crop = detect_mask_crop(row["path"], int(row["n_frames"]), self._mask(row), rotated=rotated)
-            series = None
+            done = None
             if spec.decoder == "decord" and int(row.get("rotation") or 0) == 0:  # decord does not rotate
-                series = self._run_decord(row, crop, work)
-            if series is None:
-                series = self._run_ffmpeg(row["path"], crop, work)
-            rows, files = self._collect(row, work, rel_dir, crop, series)
+                done = self._run_decord(row, crop, work)
+            if done is None:
+                done = self._run_timed(row, crop, work)
+            rows, files = self._collect(row, work, rel_dir, crop, done)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(work, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         errors = []
+        if done.counted and (short := truncation_error(self.name, row, row.get("n_frames_header"), done.n_frames)):
+            errors.append(short)
         if not rows:
             errors.append(
                 ErrorRow(
@@ -381,10 +435,51 @@ class ClipStage(Stage):
                     f"{spec.fps:g} fps); no clip written",
                 )
             )
-        return UnitResult(rows=rows, files=files, errors=errors)
+        fps = float(row.get("fps") or 0)
+        duration = float(row.get("duration_s") or 0)
+        if done.counted and fps > 0:
+            duration = min(duration, done.n_frames / fps) if duration else done.n_frames / fps
+        facts = {"video_id": vid, "n_frames": done.n_frames, "frames_counted": done.counted, "duration_s": duration}
+        how = "decoded" if done.counted else "estimated"
+        log.info("%s: %s decode, %d frames (%s)", vid, done.decode, done.n_frames, how)
+        return UnitResult(rows=[facts, *rows], files=files, errors=errors)
 
-    def _run_ffmpeg(self, src: str, crop: Crop | None, work: Path) -> list[int]:
-        cmd = build_command(src, self.spec, crop, work, self.preset)
+    def _run_timed(self, row: dict, crop: Crop | None, work: Path) -> Pass:
+        """The ffmpeg pass; in ``fast`` timing the cheapest decode first, the full decode when that one fails,
+        yields fewer output frames than the header's timeline, or strays more than half an output period."""
+        spec, src = self.spec, row["path"]
+        choice = choose_decode(row, spec.fps, spec.size) if spec.timing == "fast" else FULL
+        if choice is not FULL:
+            try:
+                done = self._run_ffmpeg(row, crop, work, choice)
+                problem = self._fast_problem(row, done)
+            except DecodeError as exc:  # bad input for the cheaper decoder; a killed run (transient) propagates
+                problem = str(exc)
+            if problem is None:
+                return done
+            log.info("%s: %s decode rejected (%s); decoding every frame", src, choice.name, problem)
+            for f in work.iterdir():
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+        return self._run_ffmpeg(row, crop, work, FULL)
+
+    def _fast_problem(self, row: dict, done: Pass) -> str | None:
+        spec = self.spec
+        n_out = len(done.errors_s)
+        header, fps = row.get("n_frames_header") or row.get("n_frames"), float(row.get("fps") or 0)
+        if header and fps:
+            expected = math.floor(int(header) * spec.fps / fps + 0.5)
+            length = spec.length_frames
+            if n_out // length < expected // length:  # clip counts, as the segment muxer would cut them
+                return f"{n_out} output frames, the header's timeline gives {expected}"
+        if n_out and not np.all(np.isfinite(done.errors_s)):
+            return "source frames of the output could not be identified"
+        if n_out and float(done.errors_s.max()) > 0.5 / spec.fps:
+            return f"timestamp error {float(done.errors_s.max()):.3f} s exceeds half an output period"
+        return None
+
+    def _run_ffmpeg(self, row: dict, crop: Crop | None, work: Path, choice: DecodeChoice) -> Pass:
+        src, fps = row["path"], float(row.get("fps") or 0)
+        cmd = build_command(src, self.spec, crop, work, self.preset, choice, fps)
         frame_bytes = HASH_SIDE * HASH_SIDE
         hashes: list[int] = []
         with tempfile.TemporaryFile() as err:
@@ -395,19 +490,29 @@ class ClipStage(Stage):
                     break
                 hashes.append(phash_of_gray(np.frombuffer(chunk, np.uint8).reshape(HASH_SIDE, HASH_SIDE)))
             _check_exit(proc, err, f"{src}: ffmpeg failed while cutting clips")
+            err.seek(0)
+            timeline = Timeline.parse(line.decode(errors="replace") for line in err)
         plan = ClipPlan(self.spec.length_frames, self.spec.stride_frames)
         hash_every = max(1, plan.length // 4)
         hash_at = {i * hash_every: h for i, h in enumerate(hashes)}
-        return [Series(f"s{k}", functools.partial(plan.start_frame, k), None, hash_at) for k in range(plan.series)]
+        series = [Series(f"s{k}", functools.partial(plan.start_frame, k), None, hash_at) for k in range(plan.series)]
+        if choice.every_frame:
+            n_frames, counted = timeline.decoded, True
+        else:  # skipped frames were never decoded: the decoded span in source frames, capped by the header
+            n_frames = round(timeline.span_s() * fps) + 1 if fps else timeline.decoded
+            n_frames, counted = min(n_frames, int(row.get("n_frames_header") or n_frames)), False
+        return Pass(series, timeline.errors_s(self.spec.fps), n_frames, counted, choice.name)
 
-    def _run_decord(self, row: dict, crop: Crop | None, work: Path) -> list[Series] | None:
+    def _run_decord(self, row: dict, crop: Crop | None, work: Path) -> Pass | None:
         """Decode with decord and encode through one ffmpeg process; None when decord cannot read the file."""
         import decord
 
         spec = self.spec
         out_w, out_h = output_size(spec, int(row["width"]), int(row["height"]), crop)
         geo = geometry(int(row["width"]), int(row["height"]), out_w, out_h, crop)
-        plan = DecordPlan.make(int(row["n_frames"]), float(row["fps"]), spec)
+        counted = probe_video(row["path"], count="packets")  # decord trusts the header: bound it by what decodes
+        fps = float(row["fps"])
+        plan = DecordPlan.make(int(counted["n_frames"]), fps, spec)
         split = list(itertools.accumulate(plan.lengths))[:-1]
         cmd = [
             require_binary("ffmpeg"),
@@ -448,10 +553,12 @@ class ClipStage(Stage):
                 if proc.stdin and not proc.stdin.closed:
                     proc.stdin.close()
             _check_exit(proc, err, f"{row['path']}: ffmpeg failed while encoding clips")
-        return [Series("d", plan.starts.__getitem__, plan.lengths, hash_at)]
+        errors_s = np.abs(plan.source_index / fps - np.arange(len(plan.source_index)) / spec.fps)
+        series = [Series("d", plan.starts.__getitem__, plan.lengths, hash_at)]
+        return Pass(series, errors_s, int(counted["n_frames"]), bool(counted["frames_counted"]), "decord")
 
     def _collect(
-        self, row: dict, work: Path, rel_dir: Path, crop: Crop | None, series: list[Series]
+        self, row: dict, work: Path, rel_dir: Path, crop: Crop | None, done: Pass
     ) -> tuple[list[dict], list[str]]:
         spec, vid = self.spec, row["video_id"]
         plan = ClipPlan(spec.length_frames, spec.stride_frames)
@@ -460,7 +567,7 @@ class ClipStage(Stage):
             src_w, src_h = src_h, src_w
         width, height = output_size(spec, src_w, src_h, crop)
         out_rows, files = [], []
-        for ser in series:
+        for ser in done.series:
             if spec.format == "mp4":
                 listed = _segment_list(work / f"{ser.stem}.csv", spec.fps)
                 pieces = [[work / name] for name, _ in listed]
@@ -496,6 +603,8 @@ class ClipStage(Stage):
                         size += len(data)
                     digest, rel = h.hexdigest(), rel_dir / name
                 clip_hashes = [ser.hash_at[i] for i in range(start, start + n) if i in ser.hash_at]
+                clip_errors = done.errors_s[start : start + n]
+                known = len(clip_errors) == n and bool(np.all(np.isfinite(clip_errors)))
                 out_rows.append(
                     {
                         "clip_id": clip_id(vid, start_ms),
@@ -513,6 +622,7 @@ class ClipStage(Stage):
                         "bytes": size,
                         "sha256": digest,
                         "phash": clip_hashes,
+                        "max_timestamp_error_s": float(clip_errors.max()) if known else None,
                     }
                 )
                 files.append(str(rel))
