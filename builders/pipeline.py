@@ -26,7 +26,7 @@ from pathlib import Path
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
-from builders.stages.clip import CLIPS_DIR, ClipStage
+from builders.stages.clip import CLIPS_DIR, ClipStage, split_clip_rows
 from builders.stages.dedup import dedup
 from builders.stages.fetch import FetchStage
 from builders.stages.probe import ProbeStage
@@ -126,7 +126,9 @@ def build(
         with timer("clip"):
             cut = executor.run(str(out), ClipStage(str(out), manifest.clips, preset), videos)
         errors += cut.errors
-        clips = cut.rows
+        clips, measured = split_clip_rows(cut.rows)
+        for v in videos:  # the clip pass counted the decoded frames: they replace the header's figures
+            v.update(measured.get(v["video_id"], {}))
         _remove_stale_clips(out, videos)
 
         with timer("dedup"):
