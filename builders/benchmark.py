@@ -21,11 +21,11 @@ from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.base import stable_hash
 from builders.stages.benchmark_cut import CutClipsStage, SourceProbeStage
-from builders.stages.shard import Sample, plan_shards, shard_name, write_shard
+from builders.stages.shard import Sample, write_series
 from corpus.benchmark.audit import read_splits
 from corpus.benchmark.plan import PlannedClip, plan_parsed, surgrec_row
 from corpus.benchmark.spec import SPLITS, BenchmarkSource, split_dir
-from corpus.catalog import write_catalog
+from corpus.build_dir import BuildDir
 from corpus.errors import ErrorRow, ManifestError
 from corpus.ids import sample_key
 from corpus.schemas import PROBE, table_path, to_table, write_rows, write_table
@@ -52,6 +52,7 @@ PLANNED_CLIPS = pa.schema(
     ]
 )
 SOURCE_PROBE = pa.schema([("video_file", pa.string()), *PROBE])
+STAGES = (SourceProbeStage.name, CutClipsStage.name)  # the error rows a benchmark build owns
 
 
 @dataclass
@@ -65,6 +66,7 @@ class BenchmarkBuild:
     videos: int = 0
     cut: int = 0  # videos cut in this run (the rest were already done)
     shards: int = 0
+    retried: int = 0  # units re-run because they had failed before (``retry_errors``)
     errors: list[ErrorRow] = field(default_factory=list)
 
 
@@ -80,13 +82,21 @@ def build_dataset(
     crf: int = 23,
     max_samples: int = 1000,
     max_bytes: int = 1 << 30,
+    retry_errors: bool = False,
 ) -> BenchmarkBuild:
-    """Build (or resume) one dataset of a benchmark into ``out/<dataset>``."""
+    """Build (or resume) one dataset of a benchmark into ``out/<dataset>`` (``retry_errors``: re-run the videos
+    whose probe or cut failed before)."""
     if not spec.adapter or not spec.naming:
         raise ManifestError(f"{spec.name}: cannot build without an adapter and a clip naming scheme ({spec.notes})")
-    root, build = Path(root), (Path(out) / spec.dataset).resolve()
-    build.mkdir(parents=True, exist_ok=True)
+    build = (Path(out) / spec.dataset).resolve()
     executor = executor or LocalExecutor(workers, show_progress=show_progress)
+    executor.retry_errors = retry_errors
+    with BuildDir(build).writing("benchmark build"):
+        return _build(spec, Path(root), build, splits, executor, crf, max_samples, max_bytes)
+
+
+def _build(spec, root: Path, build: Path, splits, executor: Executor, crf, max_samples, max_bytes) -> BenchmarkBuild:
+    build.mkdir(parents=True, exist_ok=True)
     published = read_splits(split_dir(spec, splits))
     parsed = adapter(spec.adapter).parse(root)
     write_table(parsed.tables()["segments"], table_path(build, "segments"))
@@ -135,18 +145,16 @@ def build_dataset(
     built = {r["path"]: r for r in cut.rows}
 
     result = BenchmarkBuild(spec.name, build, planned=len(planned), videos=len(facts), cut=cut.ran, errors=errors)
+    result.retried = probed.retried + cut.retried
     table_rows, index = [], []
     path_of = {sample_key(p.removesuffix(".mp4")): p for p in built}
     for split in SPLITS:
         rows = [(p, lab) for p, lab in split_rows[split] if p in built]
         samples = [_sample(build, planned[p], built[p], split, lab) for p, lab in sorted(rows, key=lambda r: r[0])]
-        for i, group in enumerate(
-            plan_shards([(s, built[p]["bytes"]) for s, (p, _) in samples], max_samples, max_bytes)
-        ):
-            name = shard_name(spec.dataset, split, i)
-            for entry in write_shard(build / name, group):
-                index.append({**entry, "clip_id": path_of[entry["key"]], "split": split, "shard": name})
-            result.shards += 1
+        sized = [(s, built[p]["bytes"]) for s, (p, _) in samples]
+        entries = write_series(build, f"shards/{split}", f"{spec.dataset}-{split}", sized, max_samples, max_bytes)
+        index += [{**e, "clip_id": path_of[e["key"]], "split": split} for e in entries]
+        result.shards += len({e["shard"] for e in entries})
         (build / f"{split}.csv").write_text("".join(surgrec_row(planned[p]) + "\n" for p, _ in rows))
         result.clips[split] = len(rows)
     shard_of = {(r["key"], r["split"]): r["shard"] for r in index}
@@ -177,8 +185,8 @@ def build_dataset(
         build, "clips", _clip_rows(spec, planned, built, pub_of, facts, shard_of), sort_by=["video_id", "start_s"]
     )
     write_rows(build, "shards", index, sort_by=["split", "shard", "offset"])
-    write_rows(build, "errors", [e.to_dict() for e in errors], sort_by=["stage", "video_id", "kind"])
-    write_catalog(build)
+    BuildDir(build).replace_errors(STAGES, errors)
+    BuildDir(build).refresh_catalog()
     return result
 
 

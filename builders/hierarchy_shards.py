@@ -43,17 +43,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import ffmpeg
-import webdataset as wds
 
 from builders.executors.local import LocalExecutor
 from builders.stages.base import Stage, UnitResult, stable_hash
+from builders.stages.shard import Sample, write_series
+from corpus.atomic import temp_sibling
+from corpus.build_dir import BuildDir
 from corpus.errors import DecodeError, ErrorRow, ProbeError, ToolMissing
 from corpus.hierarchy.models import humanize
 from corpus.hierarchy.schemas import (
     SHARD_ERROR_STAGE,
     read_hier_table,
     write_hier_table,
-    write_hierarchy_errors,
 )
 
 MTIME = 0.0
@@ -87,54 +88,6 @@ def check_tools() -> None:
     for tool in ("ffmpeg", "ffprobe"):
         if shutil.which(tool) is None:
             raise ToolMissing(f"{tool} not found on PATH; install it (Debian: apt-get install ffmpeg)")
-
-
-class _ShardSeries:
-    """Writes samples into ``<prefix>-%06d.tar`` under temp names, closing a shard at max_samples/max_bytes."""
-
-    def __init__(self, folder: Path, prefix: str, settings: ShardSettings, build_dir: Path) -> None:
-        self.folder, self.prefix, self.settings, self.build_dir = folder, prefix, settings, build_dir
-        self.index, self.count, self.bytes = -1, 0, 0
-        self.writer: wds.TarWriter | None = None
-        self.stream = None
-        self.tmp: Path | None = None
-        self.written: list[Path] = []
-        self.rows: list[dict] = []
-
-    def _final(self) -> Path:
-        return self.folder / f"{self.prefix}-{self.index:06d}.tar"
-
-    def _open(self) -> None:
-        self.index += 1
-        self.count, self.bytes = 0, 0
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.folder / f".{self.prefix}-{self.index:06d}.tar.tmp{os.getpid()}"
-        self.stream = self.tmp.open("wb")
-        self.writer = wds.TarWriter(self.stream, mtime=MTIME, encoder=False)
-
-    def close(self) -> None:
-        if self.writer is None:
-            return
-        self.writer.close()
-        self.stream.close()
-        os.replace(self.tmp, self._final())
-        self.written.append(self._final())
-        self.writer = None
-
-    def write(self, sample: dict[str, bytes], meta: dict) -> None:
-        size = sum(len(v) for k, v in sample.items() if not k.startswith("__"))
-        if self.writer is not None and (
-            self.count >= self.settings.max_samples or self.bytes + size > self.settings.max_bytes
-        ):
-            self.close()
-        if self.writer is None:
-            self._open()
-        self.writer.write(sample)
-        self.count += 1
-        self.bytes += size
-        members = sorted(f"{sample['__key__']}.{k}" for k in sample if not k.startswith("__"))
-        shard = str(self._final().relative_to(self.build_dir))
-        self.rows.append({**meta, "key": sample["__key__"], "shard": shard, "members": members, "bytes": size})
 
 
 # -- ffmpeg --------------------------------------------------------------------------------------------------------
@@ -243,7 +196,7 @@ def _error(vid: str, uri: str, kind: str, message: str, key: str | None = None, 
 def _write_member_tar(members: dict[str, bytes], dest: Path) -> None:
     """A tar of ``members`` in name order with fixed metadata, written under a temp name and renamed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(dest)
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted(members):
             info = tarfile.TarInfo(name)
@@ -423,29 +376,38 @@ def write_hierarchy_shards(
             if o["key"] in got:
                 by_label[(split_of[v["video_id"]], o.get("label"))].append((v["video_id"], o["key"]))
 
-    series: dict[tuple[str, str], _ShardSeries] = {}
-
-    def put(level: str, split: str, sample: dict[str, bytes], video_id: str) -> None:
-        if (level, split) not in series:
-            folder = build_dir / "shards" / level / split
-            series[(level, split)] = _ShardSeries(folder, f"{settings.name}-{level}-{split}", settings, build_dir)
-        series[(level, split)].write(sample, {"level": level, "split": split, "video_id": video_id})
-
+    series: dict[tuple[str, str], list[tuple[Sample, int]]] = defaultdict(list)
+    meta_of: dict[str, dict] = {}
     for v in videos:
         vid = v["video_id"]
         if vid not in decoded:
             continue
         ctx = _Context(settings, by_type, by_label, split_of[vid])
         for level, sample in _video_samples(v, decoded[vid], ops_of[vid], frames_of[vid], samples_of[vid], ctx):
-            put(level, split_of[vid], sample, vid)
+            members = tuple(sorted((k, val) for k, val in sample.items() if not k.startswith("__")))
+            size = sum(len(val) for _, val in members)
+            key = sample["__key__"]
+            fp = hashlib.sha256(b"".join(k.encode() + val for k, val in members)).hexdigest()
+            series[(level, split_of[vid])].append((Sample(key, members, fp), size))
+            meta_of[key] = {"level": level, "split": split_of[vid], "video_id": vid, "bytes": size}
 
     counts, rows = {}, []
     keep: set[Path] = set()
-    for (level, split), s in sorted(series.items()):
-        s.close()
-        keep.update(s.written)
-        rows += s.rows
-        counts[f"{level}/{split}"] = len(s.rows)
+    for (level, split), samples in sorted(series.items()):
+        prefix = f"{settings.name}-{level}-{split}"
+        entries = write_series(
+            build_dir, f"shards/{level}/{split}", prefix, samples, settings.max_samples, settings.max_bytes
+        )
+        members_of: dict[str, list[str]] = defaultdict(list)
+        for e in entries:
+            members_of[e["key"]].append(e["member"])
+            keep.add(build_dir / e["shard"])
+        shard_of = {e["key"]: e["shard"] for e in entries}
+        rows += [
+            {**meta_of[s.key], "key": s.key, "shard": shard_of[s.key], "members": sorted(members_of[s.key])}
+            for s, _ in samples
+        ]
+        counts[f"{level}/{split}"] = len(samples)
     for stale in sorted((build_dir / "shards").glob("*/*/*.tar")) if (build_dir / "shards").exists() else []:
         if stale not in keep and stale.name.startswith(f"{settings.name}-"):
             stale.unlink()
@@ -454,10 +416,9 @@ def write_hierarchy_shards(
         if stale not in cached:  # a video no longer in the tables
             stale.unlink()
     write_hier_table(build_dir, "hier_shards", rows)
-    write_hierarchy_errors(build_dir, errors, stage=SHARD_ERROR_STAGE)
-    from corpus.hierarchy.catalog import write_catalog
-
-    write_catalog(build_dir)
+    bd = BuildDir(build_dir)
+    bd.replace_errors([SHARD_ERROR_STAGE], errors)
+    bd.refresh_catalog()
     return counts
 
 

@@ -12,7 +12,6 @@ Files written under the build dir: ``tables/{sources,fetch,probe,videos,clips,de
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import platform
@@ -32,9 +31,10 @@ from builders.stages.fetch import FetchStage
 from builders.stages.probe import ProbeStage
 from builders.stages.shard import write_split_shards
 from builders.tools import ffmpeg_version
-from corpus.catalog import write_catalog
+from corpus.build_dir import BuildDir
 from corpus.errors import ErrorRow
-from corpus.ids import safe_relpath, sample_key, video_id
+from corpus.figures import build_figures
+from corpus.ids import check_unique, safe_relpath, sample_key, video_id
 from corpus.manifest import CorpusManifest, Source
 from corpus.progress import console, stage_progress
 from corpus.resolve import official_splits, plan_videos
@@ -42,6 +42,9 @@ from corpus.schemas import table_path, to_table, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
 
 log = logging.getLogger("surgcorpus.build")
+
+# The stages whose error rows a build owns (it replaces these, and keeps every other command's rows).
+BUILD_STAGES = frozenset({"plan", "video-list", "annotate", "fetch", "probe", "clip", "dedup", "split", "shard"})
 
 
 @dataclass
@@ -59,6 +62,7 @@ class BuildSummary:
     per_split: dict[str, dict[str, int]] = field(default_factory=dict)
     shards: int = 0
     errors: Counter = field(default_factory=Counter)
+    retried: int = 0  # units re-run because they had failed before (``retry_errors``)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -89,13 +93,31 @@ def build(
     show_progress: bool = True,
     manifest_path: str | Path | None = None,
     preset: str = "ultrafast",
+    retry_errors: bool = False,
 ) -> BuildSummary:
-    """Build (or resume) the corpus described by ``manifest`` into ``out``."""
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    """Build (or resume) the corpus described by ``manifest`` into ``out`` (``retry_errors``: re-run the units
+    that failed before; transient failures are re-run anyway). Holds the build dir's writer lock throughout."""
+    bd = BuildDir(out)
+    with bd.writing("build"):
+        return _build(manifest, bd, workers, executor, cache_dir, show_progress, manifest_path, preset, retry_errors)
+
+
+def _build(
+    manifest: CorpusManifest,
+    bd: BuildDir,
+    workers: int | None,
+    executor: Executor | None,
+    cache_dir: str | Path | None,
+    show_progress: bool,
+    manifest_path: str | Path | None,
+    preset: str,
+    retry_errors: bool,
+) -> BuildSummary:
+    out = bd.path
     handler = _setup_logging(out)
     own_executor = executor is None
     executor = executor or LocalExecutor(workers, show_progress=show_progress)
+    executor.retry_errors = retry_errors
     summary = BuildSummary(out)
     cache = Path(cache_dir) if cache_dir else Path(os.environ.get("SURGCORPUS_CACHE", out / "cache"))
     t0 = time.perf_counter()
@@ -103,6 +125,9 @@ def build(
         log.info("build %s into %s", manifest.name, out)
         plan, errors = plan_videos(manifest)
         official = _official(manifest)
+        ids = [r["video_id"] for r in plan]
+        check_unique(ids, safe_relpath, "clip folders")  # before any work: never two videos in one folder
+        check_unique(ids, sample_key, "shard keys")
         write_rows(out, "sources", [_source_row(s, plan) for s in manifest.sources], sort_by=["source"])
 
         timer = functools.partial(_timed, summary)
@@ -156,18 +181,20 @@ def build(
         write_rows(out, "videos", videos, sort_by=["video_id"])
         write_rows(out, "clips", clips, sort_by=["video_id", "start_s"])
         write_rows(out, "shards", index, sort_by=["split", "shard", "offset"])
-        write_rows(out, "errors", [e.to_dict() for e in errors], sort_by=["stage", "video_id", "kind"])
-        write_catalog(out)
-        _write_lock(out, manifest, manifest_path, videos)
+        bd.replace_errors(BUILD_STAGES | {e.stage for e in errors}, errors)
+        bd.refresh_catalog()
+        _write_lock(bd, manifest, manifest_path, videos)
 
-        summary.videos = len(videos)
-        summary.clips = len(clips)
-        summary.sharded_clips = len(index)
-        summary.duplicate_videos = len(dd.video_dup)
-        summary.duplicate_clips = len(dd.clip_dup)
-        summary.source_frames = sum(int(v["n_frames"] or 0) for v in videos)
-        summary.seconds = sum(float(v["duration_s"] or 0) for v in videos)
+        figures = build_figures(bd)
+        summary.videos = figures["videos"]
+        summary.clips = figures["clips"]
+        summary.sharded_clips = figures["sharded_clips"]
+        summary.duplicate_videos = figures["duplicate_videos"]
+        summary.duplicate_clips = figures["duplicate_clips"]
+        summary.source_frames = figures["source_frames"]
+        summary.seconds = figures["hours"] * 3600
         summary.shards = len({r["shard"] for r in index})
+        summary.retried = fetched.retried + probed.retried + cut.retried
         for split in SPLITS:
             summary.per_split[split] = {
                 "videos": sum(v["split"] == split for v in videos),
@@ -281,7 +308,7 @@ def _shard(manifest: CorpusManifest, out: Path, clips: list[dict], show_progress
     return index
 
 
-def _write_lock(out: Path, manifest: CorpusManifest, manifest_path, videos: list[dict]) -> None:
+def _write_lock(bd: BuildDir, manifest: CorpusManifest, manifest_path, videos: list[dict]) -> None:
     import duckdb
     import pyarrow
     import webdataset
@@ -299,9 +326,7 @@ def _write_lock(out: Path, manifest: CorpusManifest, manifest_path, videos: list
         },
         "inputs": {v["video_id"]: v["sha256"] for v in sorted(videos, key=lambda v: v["video_id"])},
     }
-    tmp = out / f".build.lock.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(lock, indent=1, sort_keys=True))
-    os.replace(tmp, out / "build.lock")
+    bd.write_provenance(lock)
 
 
 def print_summary(summary: BuildSummary, report: Path | None = None) -> None:
@@ -320,6 +345,8 @@ def print_summary(summary: BuildSummary, report: Path | None = None) -> None:
     t.add_row("duplicate videos / clips", f"{summary.duplicate_videos} / {summary.duplicate_clips}")
     t.add_row("shards", str(summary.shards))
     t.add_row("errors", ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors.items())) or "0")
+    if summary.retried:
+        t.add_row("failed units retried", str(summary.retried))
     if "total" in summary.stage_seconds:
         rate = summary.source_frames / summary.stage_seconds["total"] if summary.stage_seconds["total"] else 0
         t.add_row("wall time", f"{summary.stage_seconds['total']:.1f} s ({rate:.0f} source frames/s)")

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail
+from cli.common import RetryErrors, fail
 from corpus.errors import SurgcorpusError
 
 app = typer.Typer(help="SurgRec downstream benchmark: clip plans, split audit, build.", no_args_is_help=True)
@@ -152,6 +152,7 @@ def build(
     splits: Annotated[Path | None, typer.Option("--splits", "-s", help="folder of published split CSVs")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes")] = 1,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    retry_errors: RetryErrors = False,
 ) -> None:
     """Probe the raw videos, cut the published clips (frame-exact, H.264), write shards, tables, catalog, CSVs."""
     import yaml
@@ -169,10 +170,14 @@ def build(
         else:
             todo = [(load_benchmark_source(manifest), root)]
         for spec, raw in todo:
-            res = build_dataset(spec, raw, out, splits, workers=workers, show_progress=progress)
+            res = build_dataset(
+                spec, raw, out, splits, workers=workers, show_progress=progress, retry_errors=retry_errors
+            )
             kinds = sorted({e.kind for e in res.errors})
+            retried = f", {res.retried} failed unit(s) retried" if retry_errors else ""
             typer.echo(
-                f"{spec.name}: {res.clips} clips from {res.videos} videos ({res.cut} cut now), {res.shards} shards, "
+                f"{spec.name}: {res.clips} clips from {res.videos} videos ({res.cut} cut now{retried}), "
+                f"{res.shards} shards, "
                 f"{len(res.errors)} errors{' (' + ', '.join(kinds) + ')' if kinds else ''} -> {res.build_dir}"
             )
     except (SurgcorpusError, KeyError) as exc:

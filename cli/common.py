@@ -15,3 +15,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``message`` in red on stderr and exit with ``code`` (2: bad input, 1: the work failed)."""
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+RetryErrors = Annotated[
+    bool,
+    typer.Option(
+        "--retry-errors",
+        help="re-run exactly the units that failed before (transient failures are always re-run)",
+    ),
+]

@@ -11,7 +11,6 @@ surgcorpus demo --out DIR                  generate demo videos and build them (
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import BuildDir, Format, fail
-from corpus.errors import ManifestError, ToolMissing
+from cli.common import BuildDir, Format, RetryErrors, fail
+from corpus.errors import ManifestError, SurgcorpusError, ToolMissing
 
 app = typer.Typer(
     name="surgcorpus",
@@ -70,8 +69,14 @@ def build(
     strict: Annotated[bool, typer.Option("--strict/--no-strict", help="exit 1 when any error was recorded")] = False,
     preset: Annotated[str, typer.Option(help="x264 preset of the clip encoder")] = "ultrafast",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")] = True,
+    retry_errors: RetryErrors = False,
 ) -> None:
-    """Build a corpus, or resume an interrupted build: the same command redoes only unfinished or changed work."""
+    """Build a corpus, or resume an interrupted build: the same command redoes only unfinished or changed work.
+
+    Units that failed are remembered as failed (a corrupt file stays corrupt) unless the failure was transient
+    (network, out of memory, disk full, a decoder killed from outside); --retry-errors re-runs exactly the
+    failed units. A second writer on the same build dir exits at once (exit code 2) naming the holder's pid.
+    """
     m = _load(manifest)
     from builders.pipeline import build as run_build
     from builders.pipeline import print_summary
@@ -85,8 +90,9 @@ def build(
             show_progress=progress,
             manifest_path=manifest,
             preset=preset,
+            retry_errors=retry_errors,
         )
-    except (ToolMissing, ManifestError) as exc:
+    except SurgcorpusError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail(f"interrupted: finished work is kept; run the same command to resume ({out})", code=130)
@@ -145,20 +151,58 @@ def report(
 
 @app.command()
 def status(build_dir: BuildDir = Path("build/corpus")) -> None:
-    """Finished units per stage and table sizes, read from the build dir (not from logs)."""
+    """What the build dir holds, read from disk (not from logs): finished units per stage, every table and its
+    rows, catalog views, errors by stage, the headline figures, clips added after the last balance run, and who
+    is writing to it now."""
     import pyarrow.parquet as pq
 
-    state = build_dir / "_state"
-    if not build_dir.exists():
+    from corpus.balance import unbalanced_clips
+    from corpus.build_dir import BuildDir as Dir
+    from corpus.catalog import connect
+    from corpus.figures import build_figures
+
+    bd = Dir(build_dir)
+    if not bd.path.exists():
         fail(f"{build_dir}: no such build dir")
+    holder = bd.lock_holder()
+    if holder:
+        typer.echo(
+            f"in use: {holder.get('command')} (pid {holder.get('pid')} on {holder.get('host')}, since "
+            f"{holder.get('since')})"
+        )
+    state = bd.path / "_state"
     for stage in sorted(p.name for p in state.iterdir() if p.is_dir()) if state.exists() else []:
         typer.echo(f"{stage:<16} {len(list((state / stage).glob('*.json'))):>7} unit(s) done")
-    for path in sorted((build_dir / "tables").glob("*.parquet")):
-        typer.echo(f"table {path.stem:<16} {pq.ParquetFile(path).metadata.num_rows:>7} row(s)")
-    lock = build_dir / "build.lock"
-    if lock.exists():
-        typer.echo(f"last complete build: manifest {json.loads(lock.read_text())['manifest_sha256']}")
-    else:
+    for name in bd.table_names():
+        typer.echo(f"table {name:<16} {pq.ParquetFile(bd.table_path(name)).metadata.num_rows:>7} row(s)")
+    if bd.tables_dir.exists():
+        con = connect(bd.path)
+        views = [
+            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()
+        ]
+        con.close()
+        typer.echo(f"catalog views: {', '.join(views) or '-'}")
+        by_stage: dict[str, int] = {}
+        for r in bd.errors():
+            by_stage[r["stage"]] = by_stage.get(r["stage"], 0) + 1
+        typer.echo("errors by stage: " + (", ".join(f"{k} {v}" for k, v in sorted(by_stage.items())) or "none"))
+    if bd.has("videos"):
+        f = build_figures(bd)
+        typer.echo(
+            f"videos {f['videos']}, clips {f['clips']} ({f['sharded_clips']} sharded), duplicate videos "
+            f"{f['duplicate_videos']}, duplicate clips {f['duplicate_clips']}, hours {f['hours']:.3f}"
+        )
+    new = unbalanced_clips(bd.path)
+    if new:
+        typer.secho(
+            f"unbalanced: {len(new)} clip(s) added after the last balance run have no weight (e.g. {new[0]}); "
+            f"re-run `surgcorpus balance --build {build_dir}`",
+            fg=typer.colors.YELLOW,
+        )
+    prov = bd.provenance()
+    if prov:
+        typer.echo(f"last complete build: manifest {prov.get('manifest_sha256')}")
+    elif bd.has("videos"):
         typer.echo("no complete build yet (build.lock missing): re-run `surgcorpus build` to resume")
 
 
@@ -197,6 +241,7 @@ from cli.curate import balance_cmd, embed_cmd, leakage_cmd  # noqa: E402
 from cli.eval import app as eval_app  # noqa: E402
 from cli.hierarchy import app as hierarchy_app  # noqa: E402
 from cli.plan import plan_cmd  # noqa: E402
+from cli.publish import publish_cmd  # noqa: E402
 from cli.train import train_cmd  # noqa: E402
 
 app.add_typer(benchmark_app, name="benchmark")
@@ -207,6 +252,7 @@ app.command("balance")(balance_cmd)
 app.command("leakage")(leakage_cmd)
 app.command("plan")(plan_cmd)
 app.command("train")(train_cmd)
+app.command("publish")(publish_cmd)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpus.build_dir import writes_build_dir
 from corpus.embeddings import read_embeddings
 from corpus.errors import MissingInput
 from corpus.schemas import table_path, write_table
@@ -359,6 +360,7 @@ def load_leakage_ids(build_dir: str | Path) -> set[str]:
     return set(pq.read_table(path, columns=["clip_id"])["clip_id"].to_pylist()) if path.exists() else set()
 
 
+@writes_build_dir("balance")
 def balance_build(build_dir: str | Path, config: BalanceConfig = BalanceConfig()) -> BalanceSummary:
     """Balance a build dir's clips; writes the tables and report named in the module docstring."""
     build_dir = Path(build_dir)
@@ -438,6 +440,18 @@ def balance_build(build_dir: str | Path, config: BalanceConfig = BalanceConfig()
 
     summary.report = str(write_balance_report(build_dir, summary, res, paths))
     return summary
+
+
+def unbalanced_clips(build_dir: str | Path) -> list[str]:
+    """Clips of the build that the last balance run never saw (added after it ran): they have no weight yet.
+    Empty when the build was never balanced."""
+    bal_path, clips_path = table_path(build_dir, "clip_balance"), table_path(build_dir, "clips")
+    if not bal_path.exists() or not clips_path.exists():
+        return []
+    seen = pq.read_table(bal_path, columns=["clip_id"])["clip_id"]
+    clips = pq.read_table(clips_path, columns=["clip_id", "dup_of"]).filter(pc.field("dup_of").is_null())
+    new = clips.filter(pc.invert(pc.is_in(clips["clip_id"], value_set=seen)))
+    return sorted(new["clip_id"].to_pylist())
 
 
 def read_balance_config(build_dir: str | Path) -> BalanceConfig | None:

@@ -1,4 +1,6 @@
-"""The DuckDB catalog of a build: ``catalog.duckdb`` holds one view per Parquet table under ``tables/``.
+"""The DuckDB catalog of a build: ``catalog.duckdb`` holds one view per Parquet table under ``tables/`` (whichever
+command wrote it: build, embed, balance, leakage, hierarchy, benchmark), plus the joins of :data:`JOINS` whose
+tables are all present (the hierarchy's ``operation_details`` and ``frame_details``).
 
 Views use absolute paths so the file works from any working directory; ``connect`` re-creates them in memory
 from the build dir's current location, so a moved or copied build dir still queries correctly.
@@ -16,9 +18,37 @@ from pathlib import Path
 
 import duckdb
 
+from corpus.atomic import temp_sibling
 from corpus.schemas import TABLES_DIR
 
 CATALOG = "catalog.duckdb"
+
+OPERATION_DETAILS = """
+CREATE OR REPLACE VIEW operation_details AS
+SELECT o.video_id, o."index", o.key, o.start_s, o.end_s, o.end_s - o.start_s AS duration_s, o.label, o.text, o.split,
+       v.surgery_type, v.title, v.duration_s AS video_duration_s,
+       (SELECT count(*) FROM operations o2 WHERE o2.video_id = o.video_id) AS n_operations,
+       coalesce((SELECT list(f.caption ORDER BY f.t_s) FROM frames f
+                 WHERE f.video_id = o.video_id AND f.op_index = o."index" AND f.caption IS NOT NULL),
+                []::VARCHAR[]) AS captions
+FROM operations o JOIN hier_videos v USING (video_id)
+"""
+
+FRAME_DETAILS = """
+CREATE OR REPLACE VIEW frame_details AS
+SELECT f.video_id, f.t_s, f.key, f.label, f.caption, f.split, f.op_index,
+       v.surgery_type, v.title, o.label AS operation_label, o.text AS operation_text
+FROM frames f JOIN hier_videos v USING (video_id)
+LEFT JOIN operations o ON o.video_id = f.video_id AND o."index" = f.op_index
+"""
+
+# Derived views: (tables they need, SQL). ``operation_details`` gives each operation of a hierarchy with its video's
+# surgery type, title and split, its duration and the captions of the frames inside it; ``frame_details`` each
+# frame with its video and operation.
+JOINS: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"hier_videos", "operations", "frames"}), OPERATION_DETAILS),
+    (frozenset({"hier_videos", "operations", "frames"}), FRAME_DETAILS),
+)
 
 
 def _views(build_dir: Path) -> list[tuple[str, Path]]:
@@ -32,6 +62,9 @@ def _create_views(con: duckdb.DuckDBPyConnection, build_dir: Path) -> list[str]:
         literal = str(path).replace("'", "''")
         con.execute(f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{literal}')")
         names.append(name)
+    for needs, sql in JOINS:
+        if needs <= set(names):
+            con.execute(sql)
     return names
 
 
@@ -39,14 +72,14 @@ def write_catalog(build_dir: str | Path) -> Path:
     """(Re)write ``catalog.duckdb`` with a view per table; atomic (temp file, then rename)."""
     build_dir = Path(build_dir)
     final = build_dir / CATALOG
-    tmp = build_dir / f".{CATALOG}.tmp{os.getpid()}"
-    tmp.unlink(missing_ok=True)
+    tmp = temp_sibling(final)
     con = duckdb.connect(str(tmp))
     try:
         _create_views(con, build_dir)
     finally:
         con.close()
     os.replace(tmp, final)
+    Path(f"{tmp}.wal").unlink(missing_ok=True)
     return final
 
 
@@ -62,15 +95,21 @@ def connect(build_dir: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def query(build_dir: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
+def query(build_dir: str | Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run SQL against a build's views; returns (column names, rows)."""
     con = connect(build_dir)
     try:
-        cur = con.execute(sql)
+        cur = con.execute(sql, params or [])
         cols = [d[0] for d in cur.description] if cur.description else []
         return cols, cur.fetchall()
     finally:
         con.close()
+
+
+def query_dicts(build_dir: str | Path, sql: str, params: list | None = None) -> list[dict]:
+    """Like :func:`query`, rows as dicts."""
+    cols, rows = query(build_dir, sql, params)
+    return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
 def format_rows(columns: list[str], rows: list[tuple], fmt: str) -> str:

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpus.balance import l2_normalise
+from corpus.build_dir import writes_build_dir
 from corpus.embeddings import read_embeddings
 from corpus.errors import MissingInput
 from corpus.schemas import table_path, write_table
@@ -130,6 +131,7 @@ def _benchmark_clips(
     return keep, [split_of[c] for c in keep], vecs[[pos[c] for c in keep]] if keep else vecs[:0]
 
 
+@writes_build_dir("leakage")
 def leakage_build(
     build_dir: str | Path,
     benchmark_dirs: list[str | Path],

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import ffmpeg
 
+from corpus.atomic import temp_sibling
+from corpus.figures import build_figures
 from corpus.ids import sample_key
 from corpus.schemas import read_rows, table_path
 
@@ -84,6 +86,7 @@ def write_report(build_dir: str | Path, out: str | Path | None = None, *, max_cl
         _summary_section(data),
         _composition_section(data, img_dir),
         _histogram_section(data, img_dir),
+        _timing_section(data),
         _dedup_section(data, img_dir, max_clusters),
         _errors_section(data),
         _per_source_section(data),
@@ -196,8 +199,7 @@ def _summary_section(data: _BuildData) -> str:
             f'<h2>Summary</h2><p class="empty">Nothing built yet: no tables under {_e(data.build_dir / "tables")}.</p>'
         )
     clips_per_split = Counter(_split(c) for c in data.clips)
-    n_dup_videos = sum(1 for d in data.duplicates() if d.get("level") == "video")
-    n_dup_clips = sum(1 for d in data.duplicates() if d.get("level") == "clip")
+    figures = build_figures(data.build_dir)  # the same definitions as the build summary and `status`
     shards = {s["shard"] for s in data.shards if s.get("shard")}
     rows = [
         ("sources", _num(len(data.all_sources()))),
@@ -210,8 +212,8 @@ def _summary_section(data: _BuildData) -> str:
     rows += [
         ("shards", _num(len(shards))),
         ("errors", _num(len(data.errors))),
-        ("duplicate videos", _num(n_dup_videos)),
-        ("duplicate clips", _num(n_dup_clips)),
+        ("duplicate videos", _num(figures["duplicate_videos"])),
+        ("duplicate clips (left out of the shards)", _num(figures["duplicate_clips"])),
     ]
     body = "".join(f'<tr><th>{_e(k)}</th><td class="num">{_e(v)}</td></tr>' for k, v in rows)
     return f"<h2>Summary</h2><table>{body}</table>"
@@ -264,6 +266,42 @@ def _histogram_section(data: _BuildData, img_dir: Path) -> str:
     else:
         parts.append('<p class="empty">No video has a probed resolution yet.</p>')
     return "".join(parts)
+
+
+def _timing_section(data: _BuildData) -> str:
+    """Largest timestamp error per clip (``clips.max_timestamp_error_s``), per source, in ms and source frames."""
+    parts = ["<h2>Clip timing</h2>"]
+    fps = {v["video_id"]: v.get("fps") for v in data.videos}
+    per_source: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    for c in data.clips:
+        if c.get("max_timestamp_error_s") is not None:
+            src_fps = fps.get(c["video_id"])
+            frames = c["max_timestamp_error_s"] * src_fps if src_fps else None
+            per_source[c.get("source") or data.source_of(c["video_id"])].append((c["max_timestamp_error_s"], frames))
+    if not per_source:
+        return parts[0] + '<p class="empty">No clip records a timestamp error.</p>'
+    parts.append(
+        "<p>For each clip, the largest distance between an output frame's time and the time of the source frame it "
+        "shows (<code>clips.timing: fast</code> takes the nearest frame of a cheaper decode; <code>exact</code> the "
+        "nearest source frame).</p>"
+    )
+    rows = []
+    for src, errs in sorted(per_source.items()):
+        ms = sorted(1000 * e for e, _ in errs)
+        frames = sorted(f for _, f in errs if f is not None)
+        rows.append(
+            [src, _num(len(errs))]
+            + [_fmt(_at(ms, q)) for q in (0.5, 0.9, 1.0)]
+            + [_fmt(_at(frames, q)) for q in (0.5, 0.9, 1.0)]
+        )
+    header = ["source", "clips", "median ms", "p90 ms", "max ms", "median frames", "p90 frames", "max frames"]
+    parts.append(_table(header, rows))
+    return "".join(parts)
+
+
+def _at(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of an ascending list."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 def _dedup_section(data: _BuildData, img_dir: Path, max_clusters: int) -> str:
@@ -431,7 +469,7 @@ class _Thumbnailer:
 
 def _ffmpeg_frame(src: Path, t: float, out: Path) -> str | None:
     """Extract one frame at ``t`` seconds into ``out`` (JPEG); None on success, else the reason."""
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.jpg")
+    tmp = temp_sibling(out, ".jpg")
     kwargs = {"ss": t} if t > 0 else {}
     cmd = (
         ffmpeg.input(str(src), **kwargs)
@@ -521,7 +559,7 @@ def _integer_ticks(axis) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    tmp = temp_sibling(path, ".png")
     # No "Software" metadata, so the same tables give the same bytes with the same matplotlib.
     fig.savefig(tmp, format="png", metadata={"Software": None})
     os.replace(tmp, path)
@@ -567,6 +605,6 @@ def _clear_generated(img_dir: Path) -> None:
 
 def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)

@@ -35,6 +35,7 @@ and batching after the sampler (e.g. ``wds.DataPipeline(ds, wds.decode(...), wds
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ import webdataset as wds
 
 from corpus.errors import MissingInput
 from corpus.schemas import table_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class WeightedShardSampler(torch.utils.data.IterableDataset):
         self.groups = [GroupStream(g.name, g.prob / total, g.shards, g.accept) for g in groups]
         self.samples_per_epoch = samples_per_epoch
         self.seed, self.epoch, self.shuffle_buffer = seed, epoch, shuffle_buffer
+        self.unbalanced = 0  # clips added after the last balance run (see ``sampler_from_build``)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -147,18 +151,27 @@ def sampler_from_build(
     epoch: int = 0,
     samples_per_epoch: int | None = None,
     shuffle_buffer: int = 0,
+    unbalanced: str = "error",
 ) -> WeightedShardSampler:
     """A sampler over ``split``'s shards. Group probabilities: ``group_weights`` when given (relative values per
     group name), else the summed clip weights of each group. ``samples_per_epoch`` defaults to the clips with
-    positive weight."""
+    positive weight.
+
+    Clips added to the build after ``surgcorpus balance`` ran have no weight. ``unbalanced`` says what to do with
+    them: ``"error"`` (default) stops with their count and the fix (re-run balance); ``"include"`` samples them
+    at their group's median weight (with ``by="cluster"`` they have no cluster and are left out); ``"exclude"``
+    leaves them out. The count is in ``sampler.unbalanced``.
+    """
     build_dir = Path(build_dir)
+    if unbalanced not in ("error", "include", "exclude"):
+        raise ValueError(f"unbalanced must be error, include or exclude, got {unbalanced!r}")
     if by not in ("source", "domain", "cluster"):
         raise ValueError(f"by must be source, domain or cluster, got {by!r}")
     for name in ("shards", "clips"):
         if not table_path(build_dir, name).exists():
             raise MissingInput(f"{table_path(build_dir, name)}: missing; build and shard the corpus first")
     shards = pq.read_table(table_path(build_dir, "shards"), columns=["clip_id", "key", "split", "shard"]).to_pylist()
-    shards = [r for r in shards if r["split"] == split]
+    shards = list({r["clip_id"]: r for r in shards if r["split"] == split}.values())  # the index has a row per member
     clip_rows = pq.read_table(table_path(build_dir, "clips"), columns=["clip_id", "source", "domain"]).to_pylist()
     clips = {r["clip_id"]: r for r in clip_rows}
     bal_path = table_path(build_dir, "clip_balance")
@@ -170,15 +183,32 @@ def sampler_from_build(
             top[r["clip_id"]] = (r["cluster"] or "").split("/")[0]
     elif by == "cluster":
         raise MissingInput(f"{bal_path}: by='cluster' needs a balance run (surgcorpus balance)")
+    new = [r for r in shards if weight and r["clip_id"] not in weight]
+    if new and unbalanced == "error":
+        raise MissingInput(
+            f"{bal_path}: {len(new)} clip(s) of split {split!r} were added after the last balance run and have no "
+            f"weight (e.g. {new[0]['clip_id']}); re-run `surgcorpus balance --build {build_dir}`, or pass "
+            "unbalanced='include' (group median weight) or 'exclude'"
+        )
+    if new:
+        log.warning("%d clip(s) added after the last balance run: %sd", len(new), unbalanced)
     members: dict[str, list[tuple[str, str, float]]] = {}
+    pending: list[tuple[str, dict]] = []
     for r in shards:
-        w = weight.get(r["clip_id"], 0.0) if weight else 1.0
-        if w <= 0:
-            continue
         clip = clips.get(r["clip_id"])
         if clip is None:
             raise MissingInput(f"{table_path(build_dir, 'shards')}: clip {r['clip_id']} is not in the clips table")
+        if weight and r["clip_id"] not in weight:
+            if unbalanced == "include" and by != "cluster":
+                pending.append((clip[by], r))
+            continue
+        w = weight.get(r["clip_id"], 0.0) if weight else 1.0
+        if w <= 0:
+            continue
         group = top[r["clip_id"]] if by == "cluster" else clip[by]
+        members.setdefault(group, []).append((r["key"], _shard_path(build_dir, split, r["shard"]), w))
+    for group, r in pending:  # new clips join their group at its median weight (1.0 for a new group)
+        w = float(np.median([w for _, _, w in members[group]])) if group in members else 1.0
         members.setdefault(group, []).append((r["key"], _shard_path(build_dir, split, r["shard"]), w))
     if not members:
         raise MissingInput(f"{build_dir}: no clip with positive weight in split {split!r}")
@@ -191,7 +221,9 @@ def sampler_from_build(
             GroupStream(name, prob, tuple(sorted({s for _, s, _ in rows})), {k: w / w_max for k, _, w in rows})
         )
     n = samples_per_epoch if samples_per_epoch is not None else sum(len(v) for v in members.values())
-    return WeightedShardSampler(groups, n, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer)
+    sampler = WeightedShardSampler(groups, n, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer)
+    sampler.unbalanced = len(new)
+    return sampler
 
 
 def _shard_path(build_dir: Path, split: str, shard: str) -> str:

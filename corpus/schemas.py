@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus.atomic import temp_sibling
+
 TABLES_DIR = "tables"
 
 SOURCES = pa.schema(
@@ -162,7 +164,7 @@ def write_table(table: pa.Table, path: str | Path) -> Path:
     """Write Parquet atomically (temp name in the same folder, then ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(path)
     pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
     os.replace(tmp, path)
     return path

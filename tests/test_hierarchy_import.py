@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from corpus.catalog import query_dicts as query
 from corpus.errors import AnnotationError
 from corpus.hierarchy.build import import_hierarchy, load_hierarchy
-from corpus.hierarchy.catalog import query
 from corpus.hierarchy.importers import (
     read_activitynet,
     read_csvs,

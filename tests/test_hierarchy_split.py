@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus.hierarchy.build import import_hierarchy, load_hierarchy, split_hierarchy
-from corpus.hierarchy.split import assign_splits, read_groups
+from corpus.hierarchy.split import read_groups
 from corpus.schemas import DEDUP
+from corpus.splits import stratified_split
 
 
 def _eval_videos() -> list[dict]:
@@ -28,7 +29,7 @@ def _eval_videos() -> list[dict]:
 
 def test_split_is_exactly_120_of_400_and_stratified():
     videos = _eval_videos()
-    split = assign_splits(videos, test_fraction=0.3, seed=0)
+    split = stratified_split(videos, test_fraction=0.3, seed=0)
     assert Counter(split.values()) == {"train": 280, "test": 120}
     per_type = defaultdict(Counter)
     for v in videos:
@@ -40,9 +41,9 @@ def test_split_is_exactly_120_of_400_and_stratified():
 
 def test_split_is_deterministic_and_seeded():
     videos = _eval_videos()
-    a = assign_splits(videos, test_fraction=0.3, seed=0)
-    assert a == assign_splits(list(reversed(videos)), test_fraction=0.3, seed=0)
-    b = assign_splits(videos, test_fraction=0.3, seed=1)
+    a = stratified_split(videos, test_fraction=0.3, seed=0)
+    assert a == stratified_split(list(reversed(videos)), test_fraction=0.3, seed=0)
+    b = stratified_split(videos, test_fraction=0.3, seed=1)
     assert a != b and Counter(b.values()) == Counter(a.values())
 
 
@@ -55,7 +56,7 @@ def test_near_duplicate_groups_stay_together():
             groups[w["video_id"]] = f"dup-{i}"
     videos[100]["group_id"] = videos[101]["group_id"] = "patient-7"
     for seed in range(5):
-        split = assign_splits(videos, test_fraction=0.3, seed=seed, groups=groups)
+        split = stratified_split(videos, test_fraction=0.3, seed=seed, groups=groups)
         sides = defaultdict(set)
         for vid, g in groups.items():
             sides[g].add(split[vid])
@@ -114,7 +115,7 @@ def test_split_column_on_every_level(tmp_path):
 
 def test_bad_fraction_is_rejected():
     with pytest.raises(ValueError, match="test_fraction"):
-        assign_splits([{"video_id": "a"}], test_fraction=1.0)
+        stratified_split([{"video_id": "a"}], test_fraction=1.0)
 
 
 def test_split_cli_runs(tmp_path):

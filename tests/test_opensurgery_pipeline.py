@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from builders.hierarchy_demo import DEMO_VIDEOS, demo_records
 from builders.pipeline import build
 from corpus.hierarchy.build import import_hierarchy, load_hierarchy, split_hierarchy
-from corpus.hierarchy.split import assign_splits, read_groups
+from corpus.hierarchy.split import read_groups
 from corpus.manifest import load_manifest
 from corpus.sources import ADAPTERS
+from corpus.splits import stratified_split
 from corpus.testing import make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,11 +110,8 @@ def test_hierarchy_split_keeps_the_build_s_near_duplicates_together(route, tmp_p
     import_hierarchy(hier, jsonl)
     plain = load_hierarchy(hier).videos
     # a seed under which the pair would be split apart without groups, so the groups are what keeps them together
-    seed = next(
-        s
-        for s in range(200)
-        if len(set(assign_splits(plain, test_fraction=0.3, seed=s).get(f"opensurgery/os-00{i}") for i in (1, 7))) == 2
-    )
+    pair = ("opensurgery/os-001", "opensurgery/os-007")
+    seed = next(s for s in range(200) if len({stratified_split(plain, seed=s)[v] for v in pair}) == 2)
     from cli.hierarchy import app
 
     res = CliRunner().invoke(

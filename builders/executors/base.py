@@ -4,6 +4,11 @@ State lives under ``<build>/_state/<stage>/<unit hash>.json``: the unit id, its 
 the files it wrote with their sizes, and its error rows. A unit is done only when its marker exists, the
 fingerprint matches and every recorded file is still there with the recorded size. A unit that raised an
 unexpected exception (a bug) is never marked done; its exception propagates.
+
+Failures are cached as done only when a re-run would repeat them (a corrupt file stays corrupt). A unit whose error
+is transient (network, out of memory, disk full, a decoder killed from outside: ``corpus.errors.TRANSIENT_KINDS``)
+gets no marker and runs again next time; ``Executor.retry_errors`` (``--retry-errors``) re-runs exactly the units
+whose marker recorded an error.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builders.stages.base import Stage, UnitResult
-from corpus.errors import ErrorRow
+from corpus.atomic import temp_sibling
+from corpus.errors import TRANSIENT_KINDS, ErrorRow, transient_error
 
 STATE_DIR = "_state"
 
@@ -29,6 +35,7 @@ class StageOutput:
     errors: list[ErrorRow] = field(default_factory=list)
     ran: int = 0
     skipped: int = 0
+    retried: int = 0  # units re-run because their marker recorded an error (``retry_errors``)
 
 
 def marker_path(build_dir: str | Path, stage: str, unit_id: str) -> Path:
@@ -36,14 +43,17 @@ def marker_path(build_dir: str | Path, stage: str, unit_id: str) -> Path:
     return Path(build_dir) / STATE_DIR / stage / f"{digest}.json"
 
 
-def load_done(build_dir: str | Path, stage: Stage, row: dict) -> UnitResult | None:
-    """The recorded result of a finished unit, or None when it must (re)run."""
+def load_done(build_dir: str | Path, stage: Stage, row: dict, retry_errors: bool = False) -> UnitResult | None:
+    """The recorded result of a finished unit, or None when it must (re)run (``retry_errors``: also when it
+    recorded an error)."""
     path = marker_path(build_dir, stage.name, stage.unit_id(row))
     try:
         marker = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     if marker.get("fingerprint") != stage.fingerprint(row):
+        return None
+    if retry_errors and marker.get("errors"):
         return None
     for rel, size in marker.get("files", {}).items():
         p = Path(build_dir) / rel
@@ -72,23 +82,45 @@ def mark_done(build_dir: str | Path, stage: Stage, row: dict, result: UnitResult
         "files": {k: v for k, v in files.items() if v >= 0},
         "errors": [e.to_dict() for e in result.errors],
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(path)
     tmp.write_text(json.dumps(marker, default=str))
     os.replace(tmp, path)
+
+
+def had_errors(build_dir: str | Path, stage: Stage, row: dict) -> bool:
+    """Whether the unit's marker (valid for this row) recorded an error."""
+    done = load_done(build_dir, stage, row)
+    return done is not None and bool(done.errors)
 
 
 def run_unit(build_dir: str, stage: Stage, row: dict, interrupted: Callable[[], bool] = lambda: False) -> UnitResult:
     """Run one unit in the current process and mark it done, unless its errors may go away on retry or the build
     was interrupted while it ran (an ffmpeg killed by Ctrl-C fails like a bad file, and must not be cached as one).
+
+    Out of memory and a full disk inside the unit become a transient error row (the build goes on, the unit runs
+    again next time); any other exception is a bug and propagates.
     """
-    result = stage.process(row)
+    try:
+        result = stage.process(row)
+    except (MemoryError, OSError) as exc:
+        err = transient_error(exc)
+        if err is None:
+            raise
+        result = UnitResult(errors=[ErrorRow.from_exception(stage.name, err, video_id=row.get("video_id"), uri=None)])
+    if any(e.kind in TRANSIENT_KINDS for e in result.errors):
+        result.cacheable = False
     if result.cacheable and not interrupted():
         mark_done(build_dir, stage, row, result)
     return result
 
 
 class Executor:
-    """Schedules units; subclasses decide where they run. ``run`` returns results in unit-id order."""
+    """Schedules units; subclasses decide where they run. ``run`` returns results in unit-id order.
+
+    ``retry_errors``: re-run the units whose marker recorded an error (the rest stay skipped).
+    """
+
+    retry_errors: bool = False
 
     def run(
         self,
@@ -101,6 +133,22 @@ class Executor:
 
     def close(self) -> None:
         """Release workers; the executor may be used again afterwards."""
+
+
+def pending_units(build_dir: str, stage: Stage, rows: list[dict], retry_errors: bool) -> tuple[list, dict, int]:
+    """Split ``rows`` into (units to run, results of finished units by unit id, how many of those to run are
+    retries of recorded failures)."""
+    todo, results, retried = [], {}, 0
+    for row in rows:
+        done = load_done(build_dir, stage, row)
+        if done is not None and retry_errors and done.errors:
+            retried += 1
+            done = None
+        if done is None:
+            todo.append(row)
+        else:
+            results[stage.unit_id(row)] = done
+    return todo, results, retried
 
 
 def check_columns(stage: Stage, rows: list[dict]) -> None:

@@ -14,7 +14,7 @@ import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from builders.executors.base import Executor, StageOutput, check_columns, load_done, run_unit
+from builders.executors.base import Executor, StageOutput, check_columns, pending_units, run_unit
 from builders.stages.base import Stage, UnitResult
 from corpus.progress import stage_progress
 
@@ -53,9 +53,10 @@ class LocalExecutor(Executor):
     the ``with`` block) stops it.
     """
 
-    def __init__(self, workers: int | None = None, show_progress: bool = True) -> None:
+    def __init__(self, workers: int | None = None, show_progress: bool = True, retry_errors: bool = False) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.show_progress = show_progress
+        self.retry_errors = retry_errors
         self._pool: ProcessPoolExecutor | None = None
         self._pool_dir: str | None = None
 
@@ -88,16 +89,16 @@ class LocalExecutor(Executor):
         rows = sorted(rows, key=stage.unit_id)
         check_columns(stage, rows)
         out = StageOutput()
-        results: dict[str, UnitResult] = {}
-        todo = []
-        for row in rows:
-            done = load_done(build_dir, stage, row)
-            if done is None:
-                todo.append(row)
-            else:
-                results[stage.unit_id(row)] = done
+        todo, results, out.retried = pending_units(build_dir, stage, rows, self.retry_errors)
+        results: dict[str, UnitResult]
         out.skipped = len(rows) - len(todo)
-        with stage_progress(stage.name, total=len(rows), done=out.skipped, enabled=self.show_progress) as advance:
+        with stage_progress(stage.name, total=len(rows), done=out.skipped, enabled=self.show_progress) as bar:
+
+            def advance(n: int) -> None:
+                bar(n)
+                if on_progress is not None:
+                    on_progress(n)
+
             if todo:
                 stage.setup()  # fail early, in the parent, when a tool is missing
             if self.workers <= 1 or len(todo) <= 1:

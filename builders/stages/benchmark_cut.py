@@ -17,6 +17,7 @@ from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import sha256_file
 from builders.stages.probe import probe_video
 from builders.tools import require_binary, require_encoder
+from corpus.atomic import temp_sibling
 from corpus.errors import ErrorRow, MissingInput, SurgcorpusError, ffmpeg_failure
 
 
@@ -100,7 +101,7 @@ class CutClipsStage(Stage):
         clips = sorted(row["clips"], key=lambda c: c["path"])
         rel = [f"clips/{c['path']}" for c in clips]
         tmp = [build / r for r in rel]
-        tmp = [p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}") for p in tmp]
+        tmp = [temp_sibling(p, p.suffix) for p in tmp]
         for p in tmp:
             p.parent.mkdir(parents=True, exist_ok=True)
         res = subprocess.run(cut_command(row["src"], clips, tmp, self.crf), capture_output=True, text=True)

@@ -52,9 +52,10 @@ import pyarrow.parquet as pq
 
 from builders.executors.base import STATE_DIR, Executor
 from builders.stages.base import Stage, UnitResult, stable_hash
+from corpus.build_dir import BuildDir, writes_build_dir
 from corpus.embeddings import EMBEDDINGS, embeddings_table
 from corpus.errors import DecodeError, ErrorRow, MissingInput, SurgcorpusError, ToolMissing
-from corpus.schemas import read_rows, table_path, write_rows, write_table
+from corpus.schemas import table_path, write_table
 
 PARTS_DIR = "_parts/embeddings"
 
@@ -369,6 +370,7 @@ def _units(clips: list[dict]) -> list[dict]:
     return [{"video_id": v, "clips": cs} for v, cs in by_video.items()]
 
 
+@writes_build_dir("embed")
 def embed_build(
     build_dir: str | Path,
     encoder: str = "default",
@@ -421,7 +423,4 @@ def embed_build(
 def _record_errors(build_dir: Path, attempted: list[str], errors: list[ErrorRow]) -> None:
     """Replace the embed errors of the attempted clips in ``tables/errors.parquet`` by this run's."""
     attempted_set = set(attempted)
-    old = read_rows(build_dir, "errors")
-    kept = [r for r in old if not (r["stage"] == "embed" and r.get("clip_id") in attempted_set)]
-    if errors or len(kept) != len(old):
-        write_rows(build_dir, "errors", kept + [e.to_dict() for e in errors], sort_by=("stage", "video_id", "clip_id"))
+    BuildDir(build_dir).replace_errors(["embed"], errors, only=lambda r: r.get("clip_id") in attempted_set)

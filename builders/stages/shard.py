@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builders.stages.base import stable_hash
+from corpus.atomic import temp_sibling, write_text_atomic
+from corpus.ids import check_unique
 
 SHARDS_DIR = "shards"
 TAR_MTIME = 0.0  # fixed: shards must not depend on when they were built
@@ -52,7 +54,7 @@ def write_shard(path: Path, samples: Iterable[Sample]) -> list[dict]:
     import webdataset as wds
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(path)
     with open(tmp, "wb") as fh:
         writer = wds.TarWriter(fh, user="surgcorpus", group="surgcorpus", mode=0o444, mtime=TAR_MTIME, encoder=False)
         for s in samples:
@@ -102,6 +104,50 @@ def shard_name(corpus: str, split: str, index: int) -> str:
     return f"{SHARDS_DIR}/{split}/{corpus}-{split}-{index:06d}.tar"
 
 
+def write_series(
+    build_dir: Path,
+    folder: str,
+    prefix: str,
+    samples: list[tuple[Sample, int]],
+    max_samples: int,
+    max_bytes: int,
+    on_shard: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """The one shard writer: pack (sample, size) pairs, in the given order, into ``<folder>/<prefix>-%06d.tar``.
+
+    A shard whose samples are unchanged (by key and fingerprint, recorded in ``_state/shard/<prefix>-NNNNNN.json``)
+    is not rewritten; shards of this series left from an earlier, larger build are removed (they would be read as
+    data). Returns one index row per tar member: ``key, shard, member, offset, bytes, ext``.
+    """
+    rows: list[dict] = []
+    names: list[str] = []
+    for i, group in enumerate(plan_shards(samples, max_samples, max_bytes)):
+        name = f"{folder}/{prefix}-{i:06d}.tar"
+        names.append(name)
+        path = build_dir / name
+        marker = build_dir / "_state" / "shard" / f"{prefix}-{i:06d}.json"
+        fp = hashlib.sha256("".join(s.key + s.fingerprint for s in group).encode()).hexdigest()
+        try:
+            saved = json.loads(marker.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("fingerprint") == fp and path.exists() and path.stat().st_size == saved.get("bytes"):
+            index = saved["index"]
+        else:
+            index = write_shard(path, group)
+            record = {"fingerprint": fp, "bytes": path.stat().st_size, "index": index}
+            write_text_atomic(marker, json.dumps(record))
+        rows += [{**entry, "shard": name} for entry in index]
+        if on_shard:
+            on_shard(1)
+    keep = {Path(n).name for n in names}
+    if (build_dir / folder).exists():
+        for stale in (build_dir / folder).glob(f"{prefix}-*.tar"):
+            if stale.name not in keep:
+                stale.unlink()
+    return rows
+
+
 def write_split_shards(
     build_dir: Path,
     corpus: str,
@@ -111,50 +157,30 @@ def write_split_shards(
     max_bytes: int,
     on_shard: Callable[[int], None] | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Write every shard of one split; returns (shard index rows, shard names). Unchanged shards are kept."""
+    """Write every shard of one split of a corpus; returns (shard index rows, shard names)."""
     ordered = sorted(clips, key=lambda c: c["clip_id"])
-    planned = plan_shards([clip_sample(build_dir, c) for c in ordered], max_samples, max_bytes)
+    key_of = {c["clip_id"]: c["key"] for c in ordered}
+    check_unique(key_of, key_of.__getitem__, f"shard keys of split {split!r}")  # never one sample over another
     by_key = {c["key"]: c for c in ordered}
-    index_rows: list[dict] = []
-    names: list[str] = []
-    for i, samples in enumerate(planned):
-        name = shard_name(corpus, split, i)
-        names.append(name)
-        path = build_dir / name
-        marker = build_dir / "_state" / "shard" / f"{split}-{i:06d}.json"
-        fp = hashlib.sha256("".join(s.key + s.fingerprint for s in samples).encode()).hexdigest()
-        try:
-            saved = json.loads(marker.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            saved = {}
-        if saved.get("fingerprint") == fp and path.exists() and path.stat().st_size == saved.get("bytes"):
-            index = saved["index"]
-        else:
-            index = write_shard(path, samples)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"fingerprint": fp, "bytes": path.stat().st_size, "index": index}))
-            os.replace(tmp, marker)
-        for entry in index:
-            clip = by_key[entry["key"]]
-            index_rows.append(
-                {
-                    "clip_id": clip["clip_id"],
-                    "key": entry["key"],
-                    "split": split,
-                    "shard": name,
-                    "member": entry["member"],
-                    "offset": entry["offset"],
-                    "bytes": entry["bytes"],
-                }
-            )
-        if on_shard:
-            on_shard(1)
-    # shards left from an earlier, larger build of this split would be read as data: remove them
-    folder = build_dir / SHARDS_DIR / split
-    keep = {Path(n).name for n in names}
-    if folder.exists():
-        for stale in folder.glob(f"{corpus}-{split}-*.tar"):
-            if stale.name not in keep:
-                stale.unlink()
-    return index_rows, names
+    entries = write_series(
+        build_dir,
+        f"{SHARDS_DIR}/{split}",
+        f"{corpus}-{split}",
+        [clip_sample(build_dir, c) for c in ordered],
+        max_samples,
+        max_bytes,
+        on_shard,
+    )
+    index_rows = [
+        {
+            "clip_id": by_key[e["key"]]["clip_id"],
+            "key": e["key"],
+            "split": split,
+            "shard": e["shard"],
+            "member": e["member"],
+            "offset": e["offset"],
+            "bytes": e["bytes"],
+        }
+        for e in entries
+    ]
+    return index_rows, sorted({e["shard"] for e in entries})

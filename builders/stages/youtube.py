@@ -19,6 +19,7 @@ from pathlib import Path
 
 from builders.stages import cas
 from builders.stages.cas import Fetched
+from corpus.atomic import temp_sibling
 from corpus.errors import FetchError, ManifestError
 from corpus.video_lists import YOUTUBE_ID, youtube_id_of, youtube_url
 
@@ -105,7 +106,7 @@ def download(
         shutil.rmtree(tmp, ignore_errors=True)
     index = _index_path(cache_dir, video_id)
     index.parent.mkdir(parents=True, exist_ok=True)
-    part = index.with_name(f".{index.name}.tmp{os.getpid()}")
+    part = temp_sibling(index)
     part.write_text(json.dumps({"sha256": got.sha256, "bytes": got.bytes, "ext": ext}))
     os.replace(part, index)
     log.info("%s: downloaded %d bytes", uri, got.bytes)

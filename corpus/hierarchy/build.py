@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from corpus.hierarchy.catalog import write_catalog
+from corpus.build_dir import BuildDir
 from corpus.hierarchy.importers import Format, read_any
 from corpus.hierarchy.models import Hierarchy
-from corpus.hierarchy.schemas import read_hier_table, write_hier_table, write_hierarchy_errors
-from corpus.hierarchy.split import assign_splits
+from corpus.hierarchy.schemas import ERROR_STAGE, read_hier_table, write_hier_table
 from corpus.hierarchy.validate import Rules, validate
+from corpus.splits import stratified_split
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,13 @@ class ImportReport:
 
 def write_hierarchy(out: str | Path, h: Hierarchy) -> ImportReport:
     """Write a validated hierarchy's tables, its error rows and the catalog views."""
-    out = Path(out)
-    write_hier_table(out, "hier_videos", h.videos)
-    write_hier_table(out, "operations", h.operations)
-    write_hier_table(out, "frames", h.frames)
-    write_hierarchy_errors(out, h.errors)
-    write_catalog(out)
+    bd = BuildDir(out)
+    with bd.writing("hierarchy import"):
+        write_hier_table(bd.path, "hier_videos", h.videos)
+        write_hier_table(bd.path, "operations", h.operations)
+        write_hier_table(bd.path, "frames", h.frames)
+        bd.replace_errors([ERROR_STAGE], h.errors)
+        bd.refresh_catalog()
     kinds = Counter(e["kind"] for e in h.errors)
     return ImportReport(len(h.videos), len(h.operations), len(h.frames), len(h.errors), dict(sorted(kinds.items())))
 
@@ -75,16 +76,17 @@ def split_hierarchy(
 
     Returns the number of videos per split. Videos whose group comes from ``groups`` keep it in ``group_id``.
     """
-    build_dir = Path(build_dir)
-    h = load_hierarchy(build_dir)
-    groups = dict(groups or {})
-    split = assign_splits(h.videos, test_fraction=test_fraction, seed=seed, groups=groups)
-    videos = [
-        {**v, "group_id": groups.get(v["video_id"]) or v.get("group_id"), "split": split[v["video_id"]]}
-        for v in h.videos
-    ]
-    write_hier_table(build_dir, "hier_videos", videos)
-    write_hier_table(build_dir, "operations", [{**o, "split": split[o["video_id"]]} for o in h.operations])
-    write_hier_table(build_dir, "frames", [{**f, "split": split[f["video_id"]]} for f in h.frames])
-    write_catalog(build_dir)
+    bd = BuildDir(build_dir)
+    with bd.writing("hierarchy split"):
+        h = load_hierarchy(bd.path)
+        groups = dict(groups or {})
+        split = stratified_split(h.videos, test_fraction=test_fraction, seed=seed, groups=groups)
+        videos = [
+            {**v, "group_id": groups.get(v["video_id"]) or v.get("group_id"), "split": split[v["video_id"]]}
+            for v in h.videos
+        ]
+        write_hier_table(bd.path, "hier_videos", videos)
+        write_hier_table(bd.path, "operations", [{**o, "split": split[o["video_id"]]} for o in h.operations])
+        write_hier_table(bd.path, "frames", [{**f, "split": split[f["video_id"]]} for f in h.frames])
+        bd.refresh_catalog()
     return dict(sorted(Counter(split.values()).items()))

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from corpus.atomic import temp_sibling
 from corpus.hierarchy.build import load_hierarchy
 from corpus.hierarchy.models import humanize
 
@@ -26,7 +27,7 @@ SUBSETS = {"train": "training", "test": "testing", "val": "validation"}
 
 def _atomic_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_sibling(path)
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
@@ -137,7 +138,7 @@ def export_task(build_dir: str | Path, task: Task, out: str | Path) -> Path:
     if task == "recognition":
         rows = recognition_rows(build_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp = temp_sibling(out)
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, ["video_id", "index", "key", "start_s", "end_s", "label", "label_id", "split"])
             writer.writeheader()

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpus.ids import sample_key
-from corpus.schemas import ERRORS, table_path, to_table, write_table
+from corpus.schemas import table_path, to_table, write_table
 
 HIER_VIDEOS = pa.schema(
     [
@@ -115,10 +115,3 @@ def read_hier_table(build_dir: str | Path, name: str) -> list[dict]:
     """All rows of a hierarchy table, or ``[]`` when it has not been written."""
     path = table_path(build_dir, name)
     return pq.read_table(path).to_pylist() if path.exists() else []
-
-
-def write_hierarchy_errors(build_dir: str | Path, rows: list[dict], stage: str = ERROR_STAGE) -> Path:
-    """Replace the rows of ``stage`` in ``tables/errors.parquet``, keeping other stages' rows."""
-    path = table_path(build_dir, "errors")
-    others = [r for r in (pq.read_table(path).to_pylist() if path.exists() else []) if r["stage"] != stage]
-    return write_table(to_table(others + rows, ERRORS), path)
