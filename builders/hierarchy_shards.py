@@ -46,6 +46,7 @@ import ffmpeg
 
 from builders.executors.local import LocalExecutor
 from builders.stages.base import Stage, UnitResult, stable_hash
+from builders.stages.probe import probe_video
 from builders.stages.shard import Sample, write_series
 from corpus.atomic import temp_sibling
 from corpus.build_dir import BuildDir
@@ -94,20 +95,11 @@ def check_tools() -> None:
 
 
 def _probe(path: Path) -> tuple[float, float]:
-    """(duration in s, frame rate) of a video, from ffprobe."""
-    info = ffmpeg.probe(str(path))
-    stream = next((s for s in info["streams"] if s.get("codec_type") == "video"), None)
-    if stream is None:
-        raise ProbeError(f"{path}: no video stream")
-    num, _, den = stream.get("avg_frame_rate", "0/1").partition("/")
-    try:
-        fps = float(num) / float(den) if float(den or 0) else 0.0
-        duration = float(stream.get("duration") or info.get("format", {}).get("duration"))
-    except (TypeError, ValueError) as exc:
-        raise ProbeError(f"{path}: no usable duration/frame rate in ffprobe output ({exc})") from exc
-    if duration <= 0:
-        raise ProbeError(f"{path}: duration {duration} s")
-    return duration, fps or 25.0
+    """(duration in s, frame rate) of a video, from its headers (the probe stage's ffprobe wrapper)."""
+    facts = probe_video(str(path))
+    if not facts["duration_s"] or facts["duration_s"] <= 0:
+        raise ProbeError(f"{path}: duration {facts['duration_s']} s")
+    return facts["duration_s"], facts["fps"] or 25.0
 
 
 def _scale(node, size: int | None):
