@@ -48,7 +48,7 @@ PROMPTS: tuple[str, ...] = (
 )
 BACKGROUND = "background"
 COLUMNS = [
-    "task", "variant", "n_train", "n_test", "accuracy", "macro_f1", "majority_accuracy", "chance_accuracy",
+    "encoder", "task", "variant", "n_train", "n_test", "accuracy", "macro_f1", "majority_accuracy", "chance_accuracy",
     "mAP@0.3", "mAP@0.5", "mAP@0.7", "average_mAP", "t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_median_rank",
     "v2t_R@1", "v2t_R@5", "v2t_R@10", "v2t_median_rank", "chance_R@1", "score", "collapsed", "note",
 ]  # fmt: skip
@@ -240,6 +240,7 @@ def evaluate(
         )
     else:
         rows += _retrieval(build, enc, text, feats, run_dir)
+    rows = [{"encoder": enc.encoder_id, **r} for r in rows]
     title = f"OpenSurgery tasks: {enc.encoder_id} on {build.name} (seed {seed})"
     write_run(run_dir, rows, COLUMNS, title, "score", label="variant")
     return rows, run_dir
