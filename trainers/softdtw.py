@@ -54,6 +54,14 @@ def _border_index(n: int, m: int) -> Tensor:
     return _position(n, m, i[edge], j[edge])
 
 
+@lru_cache(maxsize=32)
+def _source_index(n: int, m: int) -> Tensor:
+    """For each flat position: its row-major cell ``(i-1) * m + (j-1)`` (0 on borders, which are overwritten)."""
+    src = torch.zeros(_layout(n, m)[0][-1] + 1, dtype=torch.long)
+    src[_cell_index(n, m)] = torch.arange(n * m)
+    return src
+
+
 def _position(n: int, m: int, i: Tensor, j: Tensor) -> Tensor:
     offsets, first = _layout(n, m)
     k = i + j
@@ -72,20 +80,21 @@ def _lengths(lengths: Tensor | None, batch: int, full: int, device: torch.device
 
 
 class _SoftDTW(torch.autograd.Function):
+    """Tables are ``(cells, batch)``: a diagonal's slice is one contiguous block for every pair of the batch."""
+
     @staticmethod
     def forward(ctx, cost: Tensor, gamma: float, n_len: Tensor, m_len: Tensor) -> Tensor:
         b, n, m = cost.shape
         offsets, first = _layout(n, m)
         size = offsets[-1] + 1
-        # R starts as the scaled costs laid out diagonal-major (one gather), then each diagonal adds its soft-min
-        cells = _cell_index(n, m).to(cost.device)
-        r = cost.new_empty((b, size))
-        r.index_copy_(1, cells, (cost / gamma).reshape(b, n * m))
+        # R starts as the costs laid out diagonal-major (one gather), scaled by 1/γ, with the borders set; then each
+        # diagonal adds its soft-min in place
         border = _border_index(n, m).to(cost.device)
-        r.index_fill_(1, border, BORDER)
-        r[:, 0] = 0.0
-        p = cost.new_empty((3, b, size))  # soft-argmin over the (up, left, diagonal) predecessors
-        p.index_fill_(2, border, 0.0)
+        r = cost.reshape(b, n * m).t().contiguous().index_select(0, _source_index(n, m).to(cost.device))
+        r.mul_(1.0 / gamma).index_fill_(0, border, BORDER)
+        r[0] = 0.0
+        p = cost.new_empty((3, size, b))  # soft-argmin over the (up, left, diagonal) predecessors
+        p.index_fill_(1, border, 0.0)
         for k in range(2, n + m + 1):
             lo, hi = max(1, k - m), min(n, k - 1)
             length = hi - lo + 1
@@ -93,15 +102,18 @@ class _SoftDTW(torch.autograd.Function):
             up = offsets[k - 1] + (lo - 1) - first[k - 1]  # (i - 1, j)
             left = offsets[k - 1] + lo - first[k - 1]  # (i, j - 1)
             diag = offsets[k - 2] + (lo - 1) - first[k - 2]  # (i - 1, j - 1)
-            prev = torch.stack((r[:, up : up + length], r[:, left : left + length], r[:, diag : diag + length]))
-            low = prev.amin(0)
-            # exp(-80) ~ 1e-35 is still a normal float32: clamping avoids the slow subnormal path and changes nothing
-            e = prev.sub_(low).neg_().clamp_(min=-80.0).exp_()
-            s = e.sum(0)
-            torch.div(e, s, out=p[:, :, o : o + length])
-            r[:, o : o + length] += low.sub_(torch.log(s))
+            prev = (r[up : up + length], r[left : left + length], r[diag : diag + length])
+            low = torch.minimum(torch.minimum(prev[0], prev[1]), prev[2])
+            probs = p[:, o : o + length]
+            for d in range(3):
+                # exp(-80) ~ 1e-35 is still a normal float32; below -88 torch's exp takes a 10-30x slower path
+                torch.sub(low, prev[d], out=probs[d]).clamp_(min=-80.0).exp_()
+            s = probs[0] + probs[1]
+            s += probs[2]
+            probs.mul_(s.reciprocal())
+            r[o : o + length].add_(low.sub_(s.log_()))  # not `+=`: that adds a self-copy
         end = _position(n, m, n_len, m_len)
-        value = r.gather(1, end.unsqueeze(1)).squeeze(1) * gamma
+        value = r[end, torch.arange(b, device=cost.device)] * gamma
         ctx.save_for_backward(p, end)
         ctx.shape = (n, m)
         return value
@@ -111,10 +123,10 @@ class _SoftDTW(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         p, end = ctx.saved_tensors
         n, m = ctx.shape
-        b = p.shape[1]
+        b = p.shape[2]
         offsets, first = _layout(n, m)
-        e = p.new_zeros((b, offsets[-1] + 1))
-        e.scatter_(1, end.unsqueeze(1), 1.0)  # the seed: each pair's own end cell
+        e = p.new_zeros((offsets[-1] + 1, b))
+        e[end, torch.arange(b, device=e.device)] = grad  # the seed: each pair's own end cell (E is linear in it)
         for k in range(n + m, 1, -1):
             lo, hi = max(1, k - m), min(n, k - 1)
             length = hi - lo + 1
@@ -122,12 +134,12 @@ class _SoftDTW(torch.autograd.Function):
             down = offsets[k + 1] + (lo + 1) - first[k + 1]  # (i + 1, j), reached by its "up" move
             right = offsets[k + 1] + lo - first[k + 1]  # (i, j + 1), reached by its "left" move
             diag = offsets[k + 2] + (lo + 1) - first[k + 2]  # (i + 1, j + 1), reached by its "diagonal" move
-            cell = e[:, o : o + length]
-            cell.addcmul_(e[:, down : down + length], p[0, :, down : down + length])
-            cell.addcmul_(e[:, right : right + length], p[1, :, right : right + length])
-            cell.addcmul_(e[:, diag : diag + length], p[2, :, diag : diag + length])
-        grid = e.index_select(1, _cell_index(n, m).to(e.device)).view(b, n, m)
-        return grid * grad.view(b, 1, 1), None, None, None
+            cell = e[o : o + length]
+            cell.addcmul_(e[down : down + length], p[0, down : down + length])
+            cell.addcmul_(e[right : right + length], p[1, right : right + length])
+            cell.addcmul_(e[diag : diag + length], p[2, diag : diag + length])
+        # (cells, batch) -> a (batch, n, m) view, no transposing copy
+        return e.index_select(0, _cell_index(n, m).to(e.device)).t().view(b, n, m), None, None, None
 
 
 def soft_dtw(
