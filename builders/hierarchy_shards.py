@@ -49,7 +49,7 @@ from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.probe import probe_video
 from builders.stages.shard import Sample, write_series
 from corpus.atomic import temp_sibling
-from corpus.build_dir import BuildDir
+from corpus.build_dir import BuildDir, writes_build_dir
 from corpus.errors import DecodeError, ErrorRow, ProbeError, ToolMissing
 from corpus.hierarchy.models import humanize
 from corpus.hierarchy.schemas import (
@@ -308,12 +308,14 @@ def resolve_media(video: dict, media: Path | None) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
+@writes_build_dir("hierarchy shard")
 def write_hierarchy_shards(
     build_dir: str | Path,
     *,
     media: str | Path | None = None,
     settings: ShardSettings = ShardSettings(),
     workers: int = 1,
+    retry_errors: bool = False,
 ) -> dict[str, int]:
     """Write the three shard levels of ``build_dir``; returns samples per ``<level>/<split>``.
 
@@ -350,7 +352,7 @@ def write_hierarchy_shards(
                 "frames": [[f["key"], f["t_s"]] for f in frames_of[vid]],
             }
         )
-    done = LocalExecutor(workers, show_progress=False).run(
+    done = LocalExecutor(workers, show_progress=False, retry_errors=retry_errors).run(
         str(build_dir), HierarchyMediaStage(str(build_dir), settings), units
     )
     errors += [e.to_dict() for e in done.errors]
@@ -408,9 +410,7 @@ def write_hierarchy_shards(
         if stale not in cached:  # a video no longer in the tables
             stale.unlink()
     write_hier_table(build_dir, "hier_shards", rows)
-    bd = BuildDir(build_dir)
-    bd.replace_errors([SHARD_ERROR_STAGE], errors)
-    bd.refresh_catalog()
+    BuildDir(build_dir).replace_errors([SHARD_ERROR_STAGE], errors)  # the decorator refreshes the catalog
     return counts
 
 

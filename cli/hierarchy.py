@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from cli.common import fail
-from corpus.errors import AnnotationError, ToolMissing
+from cli.common import RetryErrors, fail
+from corpus.errors import AnnotationError, SurgcorpusError
 
 app = typer.Typer(
     name="hierarchy",
@@ -119,17 +119,21 @@ def shard(
     max_samples: Annotated[int, typer.Option(help="samples per shard", show_default=True)] = 1000,
     seed: Annotated[int, typer.Option(help="seed of hard-negative selection", show_default=True)] = 0,
     workers: Annotated[int, typer.Option(help="processes decoding videos", show_default=True)] = 1,
+    retry_errors: RetryErrors = False,
 ) -> None:
     """Write hierarchical WebDataset shards: shards/<level>/<split>/<name>-<level>-<split>-%06d.tar.
 
-    Resumable: videos whose media, media settings and annotation times are unchanged are not decoded again.
+    Resumable: videos whose media, media settings and annotation times are unchanged are not decoded again
+    (--retry-errors: also re-decode the videos whose media failed before).
     """
     from builders.hierarchy_shards import ShardSettings, write_hierarchy_shards
 
     settings = ShardSettings(name=name, n_frames=n_frames, size=size or None, max_samples=max_samples, seed=seed)
     try:
-        counts = write_hierarchy_shards(build, media=media, settings=settings, workers=workers)
-    except ToolMissing as exc:
+        counts = write_hierarchy_shards(
+            build, media=media, settings=settings, workers=workers, retry_errors=retry_errors
+        )
+    except SurgcorpusError as exc:
         fail(str(exc))
     for key, n in counts.items():
         typer.echo(f"{key}: {n} samples")
