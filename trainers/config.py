@@ -58,7 +58,7 @@ class DataConfig(_Section):
     samples_per_epoch: int | None = None  # default: every clip of the split once
     shuffle_buffer: int = Field(64, ge=0)
     frame_stride: int = Field(1, gt=0)  # every k-th frame (clips are already at the build's fps)
-    decoder: Literal["decord", "ffmpeg"] = "decord"  # see bench/results/loader_decode.md
+    decoder: Literal["decord", "ffmpeg"] = "decord"  # see bench/results/loader.md
     crop_scale: tuple[float, float] = (0.3, 1.0)  # random resized crop: area fraction ...
     crop_ratio: tuple[float, float] = (0.75, 1.35)  # ... and aspect ratio
     hflip: float = Field(0.5, ge=0, le=1)

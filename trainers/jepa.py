@@ -88,13 +88,13 @@ class MultiBlockMasking:
         out = {}
         for i, spec in enumerate(self.specs):
             size = self.block_size(spec, gen)
-            ctx, tgt = [], []
-            for _ in range(batch["video"].shape[0]):
-                m = self.spatial_mask(spec, size, gen)
-                tgt.append((slots + m.nonzero().flatten()).flatten())
-                ctx.append((slots + (~m).nonzero().flatten()).flatten())
-            out[f"context_{i}"] = torch.stack([c[: min(map(len, ctx))] for c in ctx])
-            out[f"target_{i}"] = torch.stack([c[: min(map(len, tgt))] for c in tgt])
+            masks = [self.spatial_mask(spec, size, gen) for _ in range(batch["video"].shape[0])]
+            tgt = [m.nonzero().flatten() for m in masks]
+            ctx = [(~m).nonzero().flatten() for m in masks]
+            # cut spatial lists (not the flattened ones) to the batch minimum, so every slot keeps the same positions
+            n_t, n_c = min(map(len, tgt)), min(map(len, ctx))
+            out[f"context_{i}"] = torch.stack([(slots + c[:n_c]).flatten() for c in ctx])
+            out[f"target_{i}"] = torch.stack([(slots + c[:n_t]).flatten() for c in tgt])
         return out
 
 
