@@ -7,6 +7,7 @@ bookkeeping (the showinfo taps) that it checks.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -160,3 +161,20 @@ def test_fast_on_real_clips_keeps_the_clip_count(real, tmp_path, name):
     assert exact_facts["n_frames"] == fast_facts["n_frames"] == 125
     assert all(c["max_timestamp_error_s"] <= 0.5 / RATE + 1e-6 for c in exact)
     assert all(c["max_timestamp_error_s"] <= 0.25 for c in fast)
+
+
+def test_report_shows_the_timestamp_error_distribution(tmp_path):
+    from corpus.report import write_report
+    from corpus.schemas import write_rows
+
+    write_rows(tmp_path, "videos", [{"video_id": "s/v", "source": "s", "fps": 25.0, "n_frames": 100}])
+    errors = [0.02, 0.04, 0.04, None]
+    clips = [
+        {"clip_id": f"s/v/{i:09d}", "video_id": "s/v", "source": "s", "start_s": float(i), "max_timestamp_error_s": e}
+        for i, e in enumerate(errors)
+    ]
+    write_rows(tmp_path, "clips", clips)
+    page = write_report(tmp_path).read_text()
+    section = page[page.index("<h2>Clip timing</h2>") :].split("<h2>")[1]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", section)
+    assert cells == ["s", "3", "40", "40", "40", "1", "1", "1"]  # median, p90, max in ms and in source frames
