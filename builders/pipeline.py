@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
@@ -38,7 +40,7 @@ from corpus.ids import check_unique, safe_relpath, sample_key, video_id
 from corpus.manifest import CorpusManifest, Source
 from corpus.progress import console, stage_progress
 from corpus.resolve import official_splits, plan_videos
-from corpus.schemas import table_path, to_table, write_rows, write_table
+from corpus.schemas import table_path, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
 
 log = logging.getLogger("surgcorpus.build")
@@ -237,20 +239,16 @@ def _remove_stale_clips(out: Path, videos: list[dict]) -> None:
 
 
 def _annotate(manifest: CorpusManifest, plan: list[dict], out: Path) -> list[ErrorRow]:
-    """Parse every source's annotations into ``segments`` and ``frame_labels``; returns the error rows."""
-    segments: list[dict] = []
-    frame_labels: list[dict] = []
-    errors: list[ErrorRow] = []
-    for src in manifest.sources:
-        got = annotate_source(src, [r for r in plan if r["source"] == src.name])
-        segments += got.segments
-        frame_labels += got.frame_labels
-        errors += got.errors
-    write_table(to_table(segments, SEGMENTS_OUT, ("video_id", "level", "start_frame")), table_path(out, "segments"))
-    write_table(
-        to_table(frame_labels, FRAME_LABELS_OUT, ("video_id", "level", "frame")), table_path(out, "frame_labels")
-    )
-    return errors
+    """Parse every source's annotations into ``segments`` and ``frame_labels`` (Arrow tables, sorted by video then
+    time, so one video's rows are contiguous); returns the error rows."""
+    got = [annotate_source(src, [r for r in plan if r["source"] == src.name]) for src in manifest.sources]
+    for name, schema, keys in (
+        ("segments", SEGMENTS_OUT, ("video_id", "level", "start_frame")),
+        ("frame_labels", FRAME_LABELS_OUT, ("video_id", "level", "frame")),
+    ):
+        table = pa.concat_tables([getattr(g, name) for g in got]) if got else schema.empty_table()
+        write_table(table.sort_by([(k, "ascending") for k in keys]), table_path(out, name))
+    return [e for g in got for e in g.errors]
 
 
 def _source_row(src: Source, plan: list[dict]) -> dict:

@@ -325,7 +325,7 @@ def test_missing_and_malformed_annotations_become_error_rows(tmp_path, generated
     m = load_manifest(write_manifest(tmp_path / "m.yaml", data))
     plan, _ = plan_videos(m)
     got = annotate_source(m.sources[0], plan)
-    assert sorted({s["video_id"] for s in got.segments}) == ["site-a/v1"]
+    assert sorted(set(got.segments["video_id"].to_pylist())) == ["site-a/v1"]
     assert sorted((e.video_id, e.kind) for e in got.errors) == [
         ("site-a/v2", "missing_annotation"),
         ("site-a/v3", "missing_annotation"),
