@@ -64,11 +64,16 @@ def train_clips(build: Path) -> list[dict[str, Any]]:
 
 def bench_decoders(build: Path) -> dict[str, Any]:
     urls = sorted(str(p) for p in (build / "shards/train").glob("*.tar"))
-    blobs = [s["mp4"] for s in wds.WebDataset(urls, shardshuffle=False) if "mp4" in s]
+    samples = [s for s in wds.WebDataset(urls, shardshuffle=False) if "mp4" in s]
+    blobs = [(s["mp4"], json.loads(s["json"])) for s in samples]
     out: dict[str, Any] = {"clips": len(blobs)}
-    for name, decode in (("decord", decode_mp4_decord), ("ffmpeg", decode_mp4_ffmpeg)):
+    decoders = {
+        "decord": lambda b, m: decode_mp4_decord(b, np.arange, "bench"),
+        "ffmpeg": lambda b, m: decode_mp4_ffmpeg(b, np.arange, "bench", (m["height"], m["width"])),
+    }
+    for name, decode in decoders.items():
         t0 = time.perf_counter()
-        frames = sum(len(decode(b, np.arange, "bench")) for b in blobs)
+        frames = sum(len(decode(b, m)) for b, m in blobs)
         dt = time.perf_counter() - t0
         out[name] = {"seconds": dt, "clips_per_s": len(blobs) / dt, "frames_per_s": frames / dt}
     out["faster"] = max(("decord", "ffmpeg"), key=lambda k: out[k]["clips_per_s"])
@@ -235,7 +240,9 @@ def main() -> None:
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
     res["decode"] = bench_decoders(args.build)
+    print("decode:", json.dumps(res["decode"]), flush=True)
     res["shards_vs_source"] = bench_shards_vs_source(args.build, args.workers, args.batches)
+    print("shards_vs_source:", json.dumps(res["shards_vs_source"]), flush=True)
     res["starvation"] = bench_starvation(args.build, args.steps)
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)

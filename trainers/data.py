@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import io
+import json
 import math
 import subprocess
 import tempfile
@@ -56,25 +57,32 @@ def decode_mp4_decord(data: bytes, indices: Callable[[int], np.ndarray], where: 
         raise DecodeError(f"{where}: decord cannot decode the mp4: {e}") from e
 
 
-def decode_mp4_ffmpeg(data: bytes, indices: Callable[[int], np.ndarray], where: str) -> np.ndarray:
+def decode_mp4_ffmpeg(
+    data: bytes, indices: Callable[[int], np.ndarray], where: str, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """As :func:`decode_mp4_decord` with one ``ffmpeg`` process (all frames as raw RGB on a pipe). Our clips keep
-    ``moov`` after ``mdat``, which a pipe cannot seek back to, so the input goes through a temp file in RAM."""
+    ``moov`` after ``mdat``, which a pipe cannot seek back to, so the input goes through a temp file in RAM.
+    ``size`` (height, width) comes from the sample's metadata; without it ``ffprobe`` reads it first."""
     with tempfile.NamedTemporaryFile(suffix=".mp4", dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as f:
         f.write(data)
         f.flush()
-        probe = subprocess.run(
-            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
-             "-of", "csv=p=0", f.name],
-            capture_output=True, text=True,
-        )  # fmt: skip
+        if size is None:
+            probe = subprocess.run(
+                ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=height,width",
+                 "-of", "csv=p=0", f.name],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if probe.returncode or not probe.stdout.strip():
+                raise DecodeError(f"{where}: ffprobe cannot read the mp4: {probe.stderr[-300:]}")
+            w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
+            size = (h, w)
         out = subprocess.run(
             ["ffmpeg", "-v", "error", "-threads", "1", "-i", f.name, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
             capture_output=True,
         )  # fmt: skip
-    if probe.returncode or out.returncode or not probe.stdout.strip():
-        raise DecodeError(f"{where}: ffmpeg cannot decode the mp4: {(probe.stderr + out.stderr.decode())[-300:]}")
-    w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
-    frames = np.frombuffer(out.stdout, np.uint8).reshape(-1, h, w, 3)
+    if out.returncode:
+        raise DecodeError(f"{where}: ffmpeg cannot decode the mp4: {out.stderr.decode()[-300:]}")
+    frames = np.frombuffer(out.stdout, np.uint8).reshape(-1, size[0], size[1], 3)
     return frames[indices(len(frames))]
 
 
@@ -201,8 +209,11 @@ class ClipStream(torch.utils.data.IterableDataset):
             return frame_indices(n, self.num_frames, self.cfg.frame_stride, gen)
 
         if "mp4" in sample:
-            decode = decode_mp4_decord if self.cfg.decoder == "decord" else decode_mp4_ffmpeg
-            return decode(sample["mp4"], pick, where)
+            if self.cfg.decoder == "decord":
+                return decode_mp4_decord(sample["mp4"], pick, where)
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            size = (meta["height"], meta["width"]) if "height" in meta and "width" in meta else None
+            return decode_mp4_ffmpeg(sample["mp4"], pick, where, size)
         if any(k.endswith(".jpg") for k in sample):
             return decode_jpgs(sample, pick, where)
         raise DecodeError(f"{where}: no mp4 and no .jpg frames (members: {sorted(sample)})")

@@ -140,12 +140,14 @@ def train(
         ckpt = read_checkpoint(last)
         saved = ckpt["config"]["kwargs"]["config"]
         mine = cfg.model_dump(mode="json")
-        for section in ("recipe", "model", "objective", "data"):
+        for section in ("recipe", "seed", "model", "objective", "data", "optim"):
             if saved.get(section) != mine.get(section):
-                raise ManifestError(f"{last}: --resume with a different '{section}' section than the checkpoint's")
+                raise ManifestError(f"{last}: --resume with a different '{section}' than the checkpoint's")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
+        # run.steps may change on resume (e.g. to train longer): the schedule follows the new length from here on
+        sched.lr_lambdas[0] = WarmupCosine(cfg.optim.warmup_steps, total, cfg.optim.min_lr / cfg.optim.lr)
         step, epoch, batch_in_epoch = (ckpt["position"][k] for k in ("step", "epoch", "batch"))
         set_rng_state(ckpt["rng"])
     if d.main:
@@ -242,7 +244,8 @@ def train(
 
 def describe(cfg: TrainConfig) -> dict[str, Any]:
     """Parameter counts of a config's model (total and the eval encoder's), without training."""
-    model = get_recipe(cfg.recipe).build_model(cfg)
+    with torch.device("meta"):  # counts without allocating the weights
+        model = get_recipe(cfg.recipe).build_model(cfg)
     return {
         "recipe": cfg.recipe,
         "params": sum(p.numel() for p in model.parameters()),
