@@ -5,8 +5,10 @@ Per-video stages (fetch, probe, clip) run on the executor and are resumable unit
 atomically. Re-running the same command after an interruption (Ctrl-C, kill -9) redoes only unfinished or
 changed work and yields the same tables and byte-identical shards.
 
-Files written under the build dir: ``tables/{sources,fetch,probe,videos,clips,dedup,errors,shards}.parquet``,
-``clips/``, ``shards/<split>/*.tar``, ``catalog.duckdb``, ``build.lock``, ``logs/build.log``, ``_state/``.
+Files written under the build dir: ``tables/{sources,planned_out,segments,frame_labels,fetch,probe,videos,clips,
+dedup,errors,shards}.parquet``, ``clips/``, ``shards/<split>/*.tar``, ``catalog.duckdb``, ``build.lock``,
+``logs/build.log``, ``_state/``. ``planned_out`` lists the listed videos not planned because another source
+holds them or they are benchmark val/test videos, so nothing a manifest lists disappears without a row.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,7 +41,7 @@ from corpus.figures import build_figures
 from corpus.ids import check_unique, safe_relpath, sample_key, video_id
 from corpus.manifest import CorpusManifest, Source
 from corpus.progress import console, stage_progress
-from corpus.resolve import official_splits, plan_videos
+from corpus.resolve import official_splits, resolve_plan
 from corpus.schemas import table_path, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
 
@@ -125,7 +127,9 @@ def _build(
     t0 = time.perf_counter()
     try:
         log.info("build %s into %s", manifest.name, out)
-        plan, errors = plan_videos(manifest)
+        resolved = resolve_plan(manifest)
+        plan, errors = resolved.rows, resolved.errors
+        bd.write_rows("planned_out", [asdict(d) for d in resolved.duplicates], sort_by=["video_id"])
         official = _official(manifest)
         ids = [r["video_id"] for r in plan]
         check_unique(ids, safe_relpath, "clip folders")  # before any work: never two videos in one folder

@@ -135,6 +135,19 @@ SHARDS = pa.schema(
     ]
 )
 
+# Listed videos a build does not plan (before any download): planned in another source, or held out of
+# pretraining as a benchmark val/test video (see ``corpus.overlap``).
+PLANNED_OUT = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("source", pa.string()),
+        ("reason", pa.string()),  # overlap | held_out
+        ("kept_in", pa.string()),
+        ("kept_video_id", pa.string()),
+        ("key", pa.string()),  # the identity key they share: youtube:<id>, url:<url> or sha256:<hex>
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "fetch": FETCH,
@@ -144,6 +157,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "dedup": DEDUP,
     "errors": ERRORS,
     "shards": SHARDS,
+    "planned_out": PLANNED_OUT,
 }
 
 

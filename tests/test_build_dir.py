@@ -320,3 +320,24 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path: Path) -> None
     with BuildDir(out).writing("build"):
         with BuildDir(out).writing("embed"):  # re-entrant within one process
             assert BuildDir(out).lock_holder()["pid"] == os.getpid()
+
+
+def test_videos_planned_in_another_source_are_recorded_not_dropped(tmp_path: Path) -> None:
+    uri = "http://127.0.0.1:9/same.mp4"  # nothing listens: the kept video's fetch fails, the other is never fetched
+    manifest = write_manifest(
+        tmp_path / "m.yaml",
+        {
+            "name": "lists",
+            "sources": [
+                {"name": "a", "domain": "open", "access": "http", "root": str(tmp_path), "videos": [{"uri": uri}]},
+                {"name": "b", "domain": "open", "access": "http", "root": str(tmp_path), "videos": [{"uri": uri}]},
+            ],
+        },
+    )
+    out = tmp_path / "b"
+    build(load_manifest(manifest), out, workers=1, show_progress=False)
+    rows = BuildDir(out).read_rows("planned_out")
+    assert [(r["video_id"], r["reason"], r["kept_in"], r["key"]) for r in rows] == [
+        ("b/same", "overlap", "a", "url:http://127.0.0.1:9/same.mp4")
+    ]
+    assert [e["video_id"] for e in BuildDir(out).errors(["fetch"])] == ["a/same"]
