@@ -57,7 +57,8 @@ def train_cmd(
         fail(f"error: {e}")
     except KeyboardInterrupt:
         fail(f"interrupted: resume from the last checkpoint with --resume ({out / 'last.pt'})", code=130)
-    typer.echo(
-        f"{recipe}: step {result.step}, loss {result.loss:.4f}, {result.clips_per_s:.1f} clips/s; "
-        f"checkpoint {result.checkpoint}, metrics {out / 'metrics.jsonl'}"
-    )
+    if result.rank == 0:
+        typer.echo(
+            f"{recipe}: step {result.step}, loss {result.loss:.4f}, {result.clips_per_s:.1f} clips/s; "
+            f"checkpoint {result.checkpoint}, metrics {out / 'metrics.jsonl'}"
+        )

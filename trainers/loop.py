@@ -48,6 +48,7 @@ class TrainResult:
     loss: float
     checkpoint: Path
     clips_per_s: float
+    rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,12 @@ def train(
             del batches
     if log is not None:
         log.close()
-    return TrainResult(out_dir, step, loss_value, ckpt_path, rate)
+    if d.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0's last checkpoint is on disk before any rank returns
+        dist.destroy_process_group()
+    return TrainResult(out_dir, step, loss_value, ckpt_path, rate, d.rank)
 
 
 def describe(cfg: TrainConfig) -> dict[str, Any]:
