@@ -76,7 +76,8 @@ def test_ids_that_used_to_collide_get_distinct_keys_and_folders() -> None:
 
 # ---------------------------------------------------------------------------------------------------- import graph
 
-LAYERS = {"corpus": 0, "builders": 1, "trainers": 2, "eval": 2, "cli": 3}
+# eval scores trainers' checkpoints, so it may import trainers (never the reverse)
+LAYERS = {"corpus": 0, "builders": 1, "trainers": 2, "eval": 3, "cli": 4}
 
 
 def _imports(path: Path) -> set[str]:
@@ -91,7 +92,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_imports_run_one_way() -> None:
-    """corpus <- builders <- trainers, eval <- cli: no module imports a layer above its own (or a sibling)."""
+    """corpus <- builders <- trainers <- eval <- cli: no module imports a layer above its own."""
     bad = []
     for pkg, level in LAYERS.items():
         for path in sorted((ROOT / pkg).rglob("*.py")):
