@@ -230,6 +230,8 @@ def train(
                     if log is not None:
                         row = {"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "clips_per_s": rate,
                                "data_wait": wait_since_log / (now - t_log), "time": now - t_start}  # fmt: skip
+                        if dev.type == "cuda":
+                            row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
                         log.write(row | dict(zip(extra, vals[1:], strict=True)))
                     if bar is not None:
                         bar.update(bar.task_ids[0], completed=step, info=f"loss {loss_value:.4f} {rate:.1f} clips/s")

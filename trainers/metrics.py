@@ -2,7 +2,8 @@
 
 Every object has ``step``, ``epoch``, ``loss`` (mean over the step's micro-batches and ranks), ``lr``,
 ``clips_per_s`` (clips per second over all ranks since the previous logged step), ``data_wait`` (fraction of that
-wall time spent waiting for the loader: 0 means the model never starved), ``time`` (seconds since the run started)
+wall time spent waiting for the loader: 0 means the model never starved; on GPU, the device's idle share due to
+data loading), ``time`` (seconds since the run started), ``gpu_mem_gb`` (peak allocated CUDA memory, on GPU)
 and the recipe's own metrics.
 """
 
