@@ -72,7 +72,7 @@ def test_ray_build_matches_the_local_executor_byte_for_byte(executor, generated,
     from corpus.manifest import load_manifest
 
     m = load_manifest(write_manifest(tmp_path / "gen.yaml", generated_corpus(generated)))
-    local = build(m, tmp_path / "local", workers=2, show_progress=False)
+    local = build(m, tmp_path / "local", workers=1, show_progress=False)
     on_ray = build(m, tmp_path / "ray", executor=executor, show_progress=False)
 
     assert _shard_digests(tmp_path / "ray") == _shard_digests(tmp_path / "local") != {}
@@ -81,10 +81,6 @@ def test_ray_build_matches_the_local_executor_byte_for_byte(executor, generated,
     assert (on_ray.videos, on_ray.clips, on_ray.shards) == (local.videos, local.clips, local.shards)
     hosts_pids = {p.name for p in (tmp_path / "ray" / "logs").glob("worker-*.log")}
     assert len(hosts_pids) >= 2  # units ran in more than one worker process (one per node)
-
-    again = build(m, tmp_path / "ray", executor=executor, show_progress=False)  # resumes: every unit skipped
-    assert _shard_digests(tmp_path / "ray") == _shard_digests(tmp_path / "local")
-    assert again.clips == local.clips
 
 
 class _Attempts(Stage):

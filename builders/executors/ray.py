@@ -26,7 +26,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from builders.executors.base import Executor, StageOutput, check_columns, load_done, run_unit
+from builders.executors.base import Executor, StageOutput, check_columns, pending_units, run_unit
 from builders.stages.base import Stage, UnitResult
 from corpus.progress import stage_progress
 
@@ -89,6 +89,7 @@ class RayExecutor(Executor):
         self.runtime_env = runtime_env
         self._started = False
         self._checked: set[str] = set()
+        self._task = None
 
     def __enter__(self) -> RayExecutor:
         return self
@@ -119,6 +120,7 @@ class RayExecutor(Executor):
             ray.shutdown()
             self._started = False
             self._checked.clear()
+            self._task = None
 
     def check_shared(self, build_dir: str) -> None:
         """Fail unless every alive node sees ``build_dir`` at the same path (a probe file with a random name)."""
@@ -152,16 +154,7 @@ class RayExecutor(Executor):
         rows = sorted(rows, key=stage.unit_id)
         check_columns(stage, rows)
         out = StageOutput()
-        results: dict[str, UnitResult] = {}
-        todo = []
-        for row in rows:
-            done = load_done(build_dir, stage, row)
-            if done is not None and self.retry_errors and done.errors:
-                done = None  # --retry-errors: a recorded failure runs again
-            if done is None:
-                todo.append(row)
-            else:
-                results[stage.unit_id(row)] = done
+        todo, results, out.retried = pending_units(build_dir, stage, rows, self.retry_errors)
         out.skipped = len(rows) - len(todo)
         with stage_progress(stage.name, total=len(rows), done=out.skipped, enabled=self.show_progress) as bar:
             if todo:
@@ -170,9 +163,11 @@ class RayExecutor(Executor):
                 if build_dir not in self._checked:
                     self.check_shared(build_dir)
                     self._checked.add(build_dir)
-                task = ray.remote(max_retries=self.max_retries, retry_exceptions=False, num_cpus=self.cpus_per_task)(
-                    _run_task
-                )
+                if self._task is None:  # one remote function for every stage: workers are reused across stages
+                    self._task = ray.remote(
+                        max_retries=self.max_retries, retry_exceptions=False, num_cpus=self.cpus_per_task
+                    )(_run_task)
+                task = self._task
                 stage_ref = ray.put(stage)
                 by_cost = sorted(todo, key=lambda r: (-stage.cost(r), stage.unit_id(r)))  # longest first
                 window = self.in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))

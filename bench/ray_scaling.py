@@ -1,0 +1,176 @@
+"""1 vs 2 workers, local executor vs Ray on one machine: the same corpus built from scratch with each, in one run.
+
+Corpus: ``--videos`` generated 640x360 H.264 videos of ``--seconds`` s (different lavfi sources), clipped as a
+pretraining corpus (2 fps, 112 px, 4 s clips). Configurations, repeated ``--reps`` times in interleaved order (so a
+change of load hits all alike): ``local-1`` (in the driver process), ``local-2`` (process pool), ``ray-1`` and
+``ray-2`` (a local Ray started with 1 or 2 CPUs; its start-up is timed apart and not part of the build time).
+Every build must produce the same shards (sha256), which the script checks. Goal: Ray within 10 % of local.
+
+Shared, noisy machine: the load average before and after is written beside the times; read the ratios.
+Results: ``bench/results/ray_scaling.{json,md}``.
+
+    .venv/bin/python bench/ray_scaling.py [--videos 8] [--seconds 30] [--reps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from builders.executors.local import LocalExecutor
+from builders.executors.ray import RayExecutor
+from builders.pipeline import build
+from corpus.manifest import load_manifest
+from corpus.testing import make_video
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = [
+    "mandelbrot",
+    "testsrc2",
+    "cellauto=rule=30",
+    "life=seed=5",
+    "smptebars",
+    "rgbtestsrc",
+    "testsrc",
+    "yuvtestsrc",
+]
+CONFIGS = ["local-1", "local-2", "ray-1", "ray-2"]
+
+
+def _inputs(folder: Path, n: int, seconds: float) -> Path:
+    for i in range(n):
+        out = folder / "videos" / f"v{i:02d}.mp4"
+        if not out.exists():
+            name, _, opts = SOURCES[i % len(SOURCES)].partition("=")
+            spec = f"{name}=size=640x360:rate=25" + (f":{opts}" if opts else "")
+            make_video(out, seconds, source=spec, vf=f"hue=h={37 * i}")  # distinct videos: no near duplicates
+    manifest = {
+        "name": "scaling",
+        "sources": [
+            {"name": "gen", "domain": "laparoscopy", "root": str(folder / "videos"), "videos": {"glob": "*.mp4"}}
+        ],
+        "clips": {"fps": 2, "size": 112, "seconds": 4},
+        "split": {"val": 0.1, "test": 0.1, "seed": 0},
+    }
+    path = folder / "scaling.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def _digests(out: Path) -> dict[str, str]:
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((out / "shards").rglob("*.tar"))
+    }
+
+
+def _one(config: str, manifest: Path, out: Path) -> dict:
+    kind, workers = config.split("-")
+    startup = 0.0
+    if kind == "local":
+        executor = LocalExecutor(int(workers), show_progress=False)
+    else:
+        executor = RayExecutor(
+            workers=int(workers), show_progress=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}
+        )
+        t = time.perf_counter()
+        executor._ray()  # start the local Ray now, so that its start-up is timed apart
+        startup = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        summary = build(load_manifest(manifest), out, executor=executor, show_progress=False)
+        wall = time.perf_counter() - t
+    finally:
+        executor.close()
+    return {
+        "config": config,
+        "build_s": round(wall, 2),
+        "ray_startup_s": round(startup, 2),
+        "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
+        "videos": summary.videos,
+        "clips": summary.clips,
+        "source_frames": summary.source_frames,
+        "shards": _digests(out),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="surgcorpus-ray-bench-") as tmp:
+        work = Path(tmp)
+        manifest = _inputs(work, args.videos, args.seconds)
+        load_before = os.getloadavg()[0]
+        runs = []
+        for rep in range(args.reps):
+            for config in CONFIGS:
+                run = _one(config, manifest, work / f"{config}-{rep}")
+                runs.append(run)
+                print(f"{config} rep {rep}: {run['build_s']} s (ray start-up {run['ray_startup_s']} s)", flush=True)
+        load_after = os.getloadavg()[0]
+
+    reference = runs[0]["shards"]
+    identical = all(r["shards"] == reference for r in runs)
+    per = {c: statistics.median(r["build_s"] for r in runs if r["config"] == c) for c in CONFIGS}
+    ratios = {
+        "ray-1 / local-1": round(per["ray-1"] / per["local-1"], 3),
+        "ray-2 / local-2": round(per["ray-2"] / per["local-2"], 3),
+        "local-1 / local-2 (speed-up)": round(per["local-1"] / per["local-2"], 3),
+        "ray-1 / ray-2 (speed-up)": round(per["ray-1"] / per["ray-2"], 3),
+    }
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
+        "corpus": {"videos": args.videos, "seconds": args.seconds, "size": "640x360", "clips": runs[0]["clips"]},
+        "source_frames": runs[0]["source_frames"],
+        "median_build_s": per,
+        "ratios": ratios,
+        "goal": "Ray on one machine within 10 % of the local executor (ray-N / local-N <= 1.10)",
+        "shards_identical_across_all_runs": identical,
+        "runs": [{k: v for k, v in r.items() if k != "shards"} for r in runs],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ray_scaling.json").write_text(json.dumps(report, indent=1))
+    lines = [
+        "# Local executor vs Ray, 1 vs 2 workers",
+        "",
+        f"{report['date']}, {report['machine']}, load average {load_before:.1f} before / {load_after:.1f} after "
+        "(a machine shared with other work: read the ratios of runs interleaved in one session).",
+        f"Corpus: {args.videos} generated 640x360 H.264 videos x {args.seconds:g} s ({report['source_frames']} source "
+        f"frames), clips at 2 fps, 112 px, 4 s; {args.reps} interleaved repetitions, medians; Ray start-up timed "
+        "apart. `bench/ray_scaling.py`.",
+        "",
+        "| config | median build (s) | Ray start-up (s) |",
+        "| --- | --- | --- |",
+    ]
+    for c in CONFIGS:
+        startup = [r["ray_startup_s"] for r in runs if r["config"] == c]
+        lines.append(f"| {c} | {per[c]:.1f} | {statistics.median(startup):.1f} |")
+    lines += ["", "| ratio | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in ratios.items()]
+    lines += [
+        "",
+        f"Goal: {report['goal']}. Shards byte-identical across all {len(runs)} builds: {identical}.",
+    ]
+    (args.out / "ray_scaling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
