@@ -46,6 +46,7 @@ from trainers.config import TrainConfig
 RECIPES: dict[str, str] = {
     "mae": "trainers.mae",
     "jepa": "trainers.jepa",
+    "hierskp": "trainers.hierskp",
 }
 
 CONFIG_DIR = Path(__file__).parent / "configs"
