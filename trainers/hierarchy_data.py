@@ -251,14 +251,17 @@ class HierarchyStream(torch.utils.data.IterableDataset):
         frames = decode(s.read("mp4"), spread, f"{s.members['mp4'][0]}: sample {s.key}")
         return augment(frames, self.image_size, self.cfg, gen)
 
+    def samples_for(self, epoch: int, b: int) -> dict[str, list[HierSample]]:
+        """The samples of batch ``b`` of epoch ``epoch`` for this rank, by level (nothing decoded)."""
+        g = epoch * self.batches_per_epoch + b
+        return {level: self._items(level, g) if self.counts[level] else [] for level in LEVELS}
+
     def batch(self, epoch: int, b: int) -> dict[str, Any]:
         """Batch ``b`` of epoch ``epoch`` for this rank (a pure function of the position and the seed)."""
-        g = epoch * self.batches_per_epoch + b
         gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, b, self.rank, 7))
         out: dict[str, Any] = {}
-        videos = self._items("video", g) if self.counts["video"] else []
-        ops = self._items("operation", g) if self.counts["operation"] else []
-        frames = self._items("frame", g) if self.counts["frame"] else []
+        picked = self.samples_for(epoch, b)
+        videos, ops, frames = picked["video"], picked["operation"], picked["frame"]
         size = self.image_size
         out["video_frames"] = (
             torch.stack([self._frames(s, self.video_frames, gen) for s in videos])
