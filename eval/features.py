@@ -43,13 +43,14 @@ class TrainerEncoder:
     ``encode_batch`` normalises RGB with the checkpoint's mean/std and returns the mean over all tokens (not
     L2-normalised: the probe's LayerNorm comes next, as in SurgRec's head)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, loaded: tuple | None = None) -> None:
+        """``loaded``: ``(encoder, config)`` already loaded from ``path`` (so a caller holding the model reuses it)."""
         import torch
 
         from trainers.checkpoint import load_encoder as trainer_encoder
 
         path = Path(path)
-        self.model, cfg = trainer_encoder(path)
+        self.model, cfg = loaded or trainer_encoder(path)
         self.num_frames = int(cfg["num_frames"])
         self.frame_size = (int(cfg["image_size"]), int(cfg["image_size"]))
         self._mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1, 1)

