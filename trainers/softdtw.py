@@ -15,6 +15,7 @@ its own end cell, and padded cells never reach it (the recursion only looks up a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Literal
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 BORDER = 1e10  # finite "infinity" on the table's borders (after division by γ)
+SERIAL_BELOW = 1 << 20  # cells per diagonal step (x3 directions) under which the CPU loop runs on one thread
 Cost = Literal["sqeuclidean", "cosine"]
 
 
@@ -79,14 +81,64 @@ def _lengths(lengths: Tensor | None, batch: int, full: int, device: torch.device
     return lengths
 
 
+@contextmanager
+def _serial_on_cpu(t: Tensor, cells_per_step: int):
+    """One intra-op thread for the diagonal loop on CPU when a step's tensors are small: each of its ~10 ops per step
+    would otherwise open an OpenMP region, and on a busy machine the threads' waits cost 5-30x the work."""
+    if t.device.type != "cpu" or cells_per_step >= SERIAL_BELOW or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _forward_diagonals(r: Tensor, p: Tensor, n: int, m: int) -> None:
+    """Fill R (``(cells, B)``, holding the scaled costs) and the soft-argmin probabilities P (``(3, cells, B)``)."""
+    offsets, first = _layout(n, m)
+    for k in range(2, n + m + 1):
+        lo, hi = max(1, k - m), min(n, k - 1)
+        length = hi - lo + 1
+        o = offsets[k] + lo - first[k]
+        up = offsets[k - 1] + (lo - 1) - first[k - 1]  # (i - 1, j)
+        left = offsets[k - 1] + lo - first[k - 1]  # (i, j - 1)
+        diag = offsets[k - 2] + (lo - 1) - first[k - 2]  # (i - 1, j - 1)
+        probs = p[:, o : o + length]
+        probs[0], probs[1], probs[2] = r[up : up + length], r[left : left + length], r[diag : diag + length]
+        low = probs.amin(0)
+        # exp(-80) ~ 1e-35 is still a normal float32; below -88 torch's exp takes a 10-30x slower path
+        torch.sub(low, probs, out=probs).clamp_(min=-80.0).exp_()
+        s = probs.sum(0)
+        probs.div_(s)
+        r[o : o + length].add_(low.sub_(s.log_()))  # not `+=`: that adds a self-copy
+
+
+def _backward_diagonals(e: Tensor, p: Tensor, n: int, m: int) -> None:
+    """``E[i, j] += Σ_successors P · E`` from the last diagonal to the first (E holds the seeds)."""
+    offsets, first = _layout(n, m)
+    for k in range(n + m, 1, -1):
+        lo, hi = max(1, k - m), min(n, k - 1)
+        length = hi - lo + 1
+        o = offsets[k] + lo - first[k]
+        down = offsets[k + 1] + (lo + 1) - first[k + 1]  # (i + 1, j), reached by its "up" move
+        right = offsets[k + 1] + lo - first[k + 1]  # (i, j + 1), reached by its "left" move
+        diag = offsets[k + 2] + (lo + 1) - first[k + 2]  # (i + 1, j + 1), reached by its "diagonal" move
+        cell = e[o : o + length]
+        cell.addcmul_(e[down : down + length], p[0, down : down + length])
+        cell.addcmul_(e[right : right + length], p[1, right : right + length])
+        cell.addcmul_(e[diag : diag + length], p[2, diag : diag + length])
+
+
 class _SoftDTW(torch.autograd.Function):
     """Tables are ``(cells, batch)``: a diagonal's slice is one contiguous block for every pair of the batch."""
 
     @staticmethod
     def forward(ctx, cost: Tensor, gamma: float, n_len: Tensor, m_len: Tensor) -> Tensor:
         b, n, m = cost.shape
-        offsets, first = _layout(n, m)
-        size = offsets[-1] + 1
+        size = _layout(n, m)[0][-1] + 1
         # R starts as the costs laid out diagonal-major (one gather), scaled by 1/γ, with the borders set; then each
         # diagonal adds its soft-min in place
         border = _border_index(n, m).to(cost.device)
@@ -95,23 +147,8 @@ class _SoftDTW(torch.autograd.Function):
         r[0] = 0.0
         p = cost.new_empty((3, size, b))  # soft-argmin over the (up, left, diagonal) predecessors
         p.index_fill_(1, border, 0.0)
-        for k in range(2, n + m + 1):
-            lo, hi = max(1, k - m), min(n, k - 1)
-            length = hi - lo + 1
-            o = offsets[k] + lo - first[k]
-            up = offsets[k - 1] + (lo - 1) - first[k - 1]  # (i - 1, j)
-            left = offsets[k - 1] + lo - first[k - 1]  # (i, j - 1)
-            diag = offsets[k - 2] + (lo - 1) - first[k - 2]  # (i - 1, j - 1)
-            prev = (r[up : up + length], r[left : left + length], r[diag : diag + length])
-            low = torch.minimum(torch.minimum(prev[0], prev[1]), prev[2])
-            probs = p[:, o : o + length]
-            for d in range(3):
-                # exp(-80) ~ 1e-35 is still a normal float32; below -88 torch's exp takes a 10-30x slower path
-                torch.sub(low, prev[d], out=probs[d]).clamp_(min=-80.0).exp_()
-            s = probs[0] + probs[1]
-            s += probs[2]
-            probs.mul_(s.reciprocal())
-            r[o : o + length].add_(low.sub_(s.log_()))  # not `+=`: that adds a self-copy
+        with _serial_on_cpu(cost, 3 * b * min(n, m)):
+            _forward_diagonals(r, p, n, m)
         end = _position(n, m, n_len, m_len)
         value = r[end, torch.arange(b, device=cost.device)] * gamma
         ctx.save_for_backward(p, end)
@@ -124,20 +161,10 @@ class _SoftDTW(torch.autograd.Function):
         p, end = ctx.saved_tensors
         n, m = ctx.shape
         b = p.shape[2]
-        offsets, first = _layout(n, m)
-        e = p.new_zeros((offsets[-1] + 1, b))
+        e = p.new_zeros((p.shape[1], b))
         e[end, torch.arange(b, device=e.device)] = grad  # the seed: each pair's own end cell (E is linear in it)
-        for k in range(n + m, 1, -1):
-            lo, hi = max(1, k - m), min(n, k - 1)
-            length = hi - lo + 1
-            o = offsets[k] + lo - first[k]
-            down = offsets[k + 1] + (lo + 1) - first[k + 1]  # (i + 1, j), reached by its "up" move
-            right = offsets[k + 1] + lo - first[k + 1]  # (i, j + 1), reached by its "left" move
-            diag = offsets[k + 2] + (lo + 1) - first[k + 2]  # (i + 1, j + 1), reached by its "diagonal" move
-            cell = e[o : o + length]
-            cell.addcmul_(e[down : down + length], p[0, down : down + length])
-            cell.addcmul_(e[right : right + length], p[1, right : right + length])
-            cell.addcmul_(e[diag : diag + length], p[2, diag : diag + length])
+        with _serial_on_cpu(p, 3 * b * min(n, m)):
+            _backward_diagonals(e, p, n, m)
         # (cells, batch) -> a (batch, n, m) view, no transposing copy
         return e.index_select(0, _cell_index(n, m).to(e.device)).t().view(b, n, m), None, None, None
 
