@@ -137,15 +137,23 @@ def opensurgery(
     build: Annotated[Path, typer.Option("--build", "-b", help="hierarchy build dir (hierarchy import/split/shard)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="results folder")] = Path("build/eval/opensurgery"),
     window_s: Annotated[float, typer.Option(help="window length (s) of the localization head")] = 1.0,
+    views: Annotated[str, typer.Option(help="views per operation clip: TEMPORALxSPATIAL (SurgRec: 5x3)")] = "5x3",
     seed: Annotated[int, typer.Option(help="seed of the probes")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")] = True,
 ) -> None:
     """OpenSurgery tasks: operation recognition (probe; zero-shot per prompt), localization (mAP), retrieval."""
     from eval.opensurgery import COLUMNS, evaluate
     from eval.report import to_markdown
+    from eval.views import ViewSpec
 
+    t, _, sp = views.partition("x")
+    if not (t.isdigit() and sp.isdigit() and int(t) > 0 and int(sp) > 0):
+        fail(f"--views must be TEMPORALxSPATIAL, e.g. 5x3 (got {views!r})")
+    spec = ViewSpec(temporal=int(t), spatial=int(sp))
     try:
-        rows, run_dir = evaluate(checkpoint, build, out, window_s=window_s, seed=seed, show_progress=progress)
+        rows, run_dir = evaluate(
+            checkpoint, build, out, window_s=window_s, views=spec, seed=seed, show_progress=progress
+        )
     except SurgcorpusError as exc:
         fail(str(exc))
     keep = ["task", "variant", "n_test", "accuracy", "majority_accuracy", "average_mAP", "t2v_R@1", "v2t_R@1",

@@ -37,7 +37,7 @@ from eval.features import FeatureCache, TrainerEncoder, load_feature_encoder
 from eval.metrics import accuracy, detection_map, macro_prf, retrieval_metrics
 from eval.probe import FIXED, Split, run_probe
 from eval.report import write_run
-from eval.views import spatial_crops
+from eval.views import SURGREC_VIEWS, ViewSpec, spatial_crops
 
 PROMPTS: tuple[str, ...] = (
     "{label}",
@@ -211,10 +211,12 @@ def evaluate(
     *,
     window_s: float = 1.0,
     prompts: tuple[str, ...] = PROMPTS,
+    views: ViewSpec = SURGREC_VIEWS,
     seed: int = 0,
     show_progress: bool = False,
 ) -> tuple[list[dict], Path]:
-    """Run the three OpenSurgery tasks; returns the result rows and the run folder."""
+    """Run the three OpenSurgery tasks; returns the result rows and the run folder. ``views``: the views of each
+    operation clip (SurgRec's 5 temporal x 3 spatial by default)."""
     build = Path(build)
     h = load_hierarchy(build)
     if not h.videos:
@@ -237,7 +239,7 @@ def evaluate(
         if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             path.write_bytes(sample["mp4"])
         clips.append((key, path, digest))
-    feats, failed = FeatureCache(run_dir / "features", enc).features(clips, show_progress=show_progress)
+    feats, failed = FeatureCache(run_dir / "features", enc, views).features(clips, show_progress=show_progress)
     rec = [r for r in recognition_rows(build) if r["key"] in feats]
     names = sorted({r["label"] for r in rec})
     label_id = {n: i for i, n in enumerate(names)}
@@ -257,7 +259,7 @@ def evaluate(
         )  # fmt: skip
         rows.append({**row, "collapsed": res.collapsed or "", "note": note})
         if joint is not None:
-            joint_feats, _ = FeatureCache(run_dir / "features", joint.clips).features(
+            joint_feats, _ = FeatureCache(run_dir / "features", joint.clips, views).features(
                 [c for c in clips if c[0] in set(test.keys)], show_progress=show_progress
             )
             video_emb = _norm(np.stack([joint_feats[k].mean(axis=0) for k in test.keys]))
@@ -290,7 +292,7 @@ def evaluate(
             {"task": "retrieval", "variant": "all levels", "note": "not run: the checkpoint has no text encoder"}
         )
     else:
-        rows += _retrieval(build, joint, clips, run_dir, show_progress)
+        rows += _retrieval(build, joint, clips, run_dir, views, show_progress)
     rows = [{"encoder": enc.encoder_id, **r} for r in rows]
     title = f"OpenSurgery tasks: {enc.encoder_id} on {build.name} (seed {seed})"
     write_run(run_dir, rows, COLUMNS, title, "score", label="variant")
@@ -355,14 +357,16 @@ def _tal(build: Path, h, enc: ClipEncoder, run_dir: Path, window_s: float, cfg) 
     }
 
 
-def _retrieval(build: Path, joint: JointModel, clips: list, run_dir: Path, show_progress: bool) -> list[dict]:
+def _retrieval(
+    build: Path, joint: JointModel, clips: list, run_dir: Path, views: ViewSpec, show_progress: bool
+) -> list[dict]:
     """Test-split retrieval per level in the joint space: video = mean of its frames' embeddings (as HierSKP trains
     it), operation = mean over the clip's views, frame = the image."""
     pairs = [p for p in retrieval_pairs(build) if p["split"] == "test"]
     rows = []
     samples = {"video": _shard_samples(build, "video"), "frame": _shard_samples(build, "frame")}
     wanted = {p["key"] for p in pairs if p["level"] == "operation"}
-    op_emb, _ = FeatureCache(run_dir / "features", joint.clips).features(
+    op_emb, _ = FeatureCache(run_dir / "features", joint.clips, views).features(
         [c for c in clips if c[0] in wanted], show_progress=show_progress
     )
     for level in ("video", "operation", "frame"):

@@ -24,7 +24,20 @@ def test_eval_opensurgery_default_encoder(demo, tmp_path):
     runner = CliRunner()
     out = tmp_path / "eval"
     res = runner.invoke(
-        app, ["eval", "opensurgery", "-c", "default", "--build", str(demo), "-o", str(out), "--no-progress"]
+        app,
+        [
+            "eval",
+            "opensurgery",
+            "-c",
+            "default",
+            "--build",
+            str(demo),
+            "-o",
+            str(out),
+            "--views",
+            "2x1",
+            "--no-progress",
+        ],
     )
     assert res.exit_code == 0, res.output
     (run,) = out.iterdir()
@@ -70,7 +83,20 @@ def test_eval_opensurgery_tiny_hierskp_checkpoint(demo, tmp_path):
     runner = CliRunner()
     out = tmp_path / "eval"
     res = runner.invoke(
-        app, ["eval", "opensurgery", "-c", str(ckpt), "--build", str(demo), "-o", str(out), "--no-progress"]
+        app,
+        [
+            "eval",
+            "opensurgery",
+            "-c",
+            str(ckpt),
+            "--build",
+            str(demo),
+            "-o",
+            str(out),
+            "--views",
+            "2x1",
+            "--no-progress",
+        ],
     )
     assert res.exit_code == 0, res.output
     (run,) = out.iterdir()
