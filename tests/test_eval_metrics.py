@@ -158,3 +158,26 @@ def test_eval_detection_and_retrieval_commands(tmp_path):
     np.save(tmp_path / "bad.npy", np.ones((2, 3)))
     res = runner.invoke(app, ["eval", "retrieval", "--sim", str(tmp_path / "bad.npy")])
     assert res.exit_code == 2 and "bad.npy" in res.output
+
+
+def test_eval_detection_subset_scores_only_that_subset(tmp_path):
+    gt, preds = _gt_and_preds()
+    db = {
+        "a": {
+            "subset": "testing",
+            "annotations": [{"segment": [0, 10], "label": "A"}, {"segment": [20, 30], "label": "A"}],
+        },
+        "b": {"subset": "training", "annotations": [{"segment": [0, 10], "label": "B"}]},
+    }
+    (tmp_path / "gt.json").write_text(json.dumps({"database": db}))
+    write_predictions(tmp_path / "pred.json", [p for p in preds if p["video"] == "a"])
+    res = CliRunner().invoke(
+        app,
+        ["eval", "detection", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+         "--subset", "testing", "-f", "json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert set(out["per_class"]) == {"A"}  # class B exists only in the training subset
+    # without 'zz', class A has precisions 1, 1/2, 2/3 at recalls .5, .5, 1: AP = .5 + .5 * 2/3
+    assert out["average_mAP"] == pytest.approx(0.5 + 0.5 * 2 / 3)
