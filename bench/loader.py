@@ -16,7 +16,7 @@ On a build dir (default ``build/demo/corpus``, from ``make demo``):
 Results: ``bench/results/loader.{json,md}``. Shared 2-core machines are noisy: the load average is recorded, and
 only ratios measured in the same run mean much.
 
-    .venv/bin/python bench/loader.py [--build DIR] [--workers 2] [--batches 24]
+    .venv/bin/python bench/loader.py [--build DIR] [--workers 2] [--batches 24] [--parts decode,shards_vs_source]
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=24)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--parts", default="decode,shards_vs_source,starvation", help="parts to (re)run; others are kept")
     args = ap.parse_args()
     if not (args.build / "tables/shards.parquet").exists():
         raise SystemExit(f"{args.build}: no shards table; run `make demo` (or pass --build)")
@@ -239,11 +240,19 @@ def main() -> None:
         "torch": torch.__version__,
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
-    res["decode"] = bench_decoders(args.build)
-    print("decode:", json.dumps(res["decode"]), flush=True)
-    res["shards_vs_source"] = bench_shards_vs_source(args.build, args.workers, args.batches)
-    print("shards_vs_source:", json.dumps(res["shards_vs_source"]), flush=True)
-    res["starvation"] = bench_starvation(args.build, args.steps)
+    parts = {
+        "decode": lambda: bench_decoders(args.build),
+        "shards_vs_source": lambda: bench_shards_vs_source(args.build, args.workers, args.batches),
+        "starvation": lambda: bench_starvation(args.build, args.steps),
+    }
+    previous = args.out / "loader.json"
+    kept = json.loads(previous.read_text()) if previous.exists() else {}
+    for name, run in parts.items():
+        if name in args.parts.split(","):
+            res[name] = run()
+            print(f"{name}:", json.dumps(res[name]), flush=True)
+        elif name in kept:
+            res[name] = kept[name] | {"from_earlier_run": kept.get("load_before")}
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loader.json").write_text(json.dumps(res, indent=2) + "\n")

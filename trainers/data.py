@@ -130,16 +130,27 @@ def crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, flo
 
 
 def augment(frames: np.ndarray, size: int, cfg: DataConfig, gen: torch.Generator) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(3, T, size, size)`` float: random resized crop, flip, mean/std normalisation."""
+    """``(T, H, W, 3)`` uint8 -> ``(3, T, size, size)`` float: random resized crop, flip, mean/std normalisation.
+
+    The crop, flip and resize run on uint8 (torch's vectorised channels-last uint8 resize is ~5x faster than on
+    floats); the conversion to float, the layout change and the normalisation are one copy and two in-place ops."""
     video = torch.from_numpy(np.ascontiguousarray(frames))
     top, left, ch, cw = crop_box(video.shape[1], video.shape[2], cfg.crop_scale, cfg.crop_ratio, gen)
-    x = video[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2).float().div_(255.0)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = video[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2)  # (T, 3, h, w), channels-last strides
     if float(torch.rand(1, generator=gen)) < cfg.hflip:
         x = x.flip(-1)
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
+    x = F.interpolate(
+        x.contiguous(memory_format=torch.channels_last),
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
+    out = torch.empty(3, x.shape[0], size, size)
+    out.copy_(x.permute(1, 0, 2, 3))
+    mean = torch.tensor(cfg.mean).view(3, 1, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(cfg.std).view(3, 1, 1, 1) * 255.0)
+    return out.sub_(mean).mul_(inv_std)
 
 
 def batch_seed(*parts: int) -> int:
