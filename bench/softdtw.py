@@ -14,7 +14,7 @@ Measured at batch 32 x 512 x 512 (squared Euclidean costs of random 16-d sequenc
 Memory: the bytes kept for the backward (a saved-tensor hook sums what autograd stores) and the forward's transient
 table, per cell, at several sizes: a constant per-cell figure means memory linear in the number of cells.
 
-Times are wall seconds (best of ``--repeat``) and process CPU seconds: on a shared machine the CPU time is the
+Times are medians, in wall seconds and process CPU seconds: on a shared machine the CPU time is the
 fairer comparison, and with ``--threads 1`` both sides use one core.
 
 Run: ``.venv/bin/python bench/softdtw.py [--threads N]``; writes ``bench/results/softdtw.json`` and ``.md``.
@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,11 +85,11 @@ def torch_loop(cost: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def time_ours(batch: int, n: int, m: int, device: str, repeat: int) -> tuple[float, float]:
-    """Best wall and best CPU seconds of forward + backward."""
+    """Median wall and median CPU seconds of forward + backward over ``repeat`` runs."""
     torch.manual_seed(0)
     x, y = torch.randn(batch, n, 16, device=device), torch.randn(batch, m, 16, device=device)
     cost = pairwise_cost(x, y).detach()
-    wall, cpu = math.inf, math.inf
+    walls, cpus = [], []
     for _ in range(repeat):
         c = cost.clone().requires_grad_(True)
         if device == "cuda":
@@ -97,8 +98,9 @@ def time_ours(batch: int, n: int, m: int, device: str, repeat: int) -> tuple[flo
         soft_dtw(c, 1.0).sum().backward()
         if device == "cuda":
             torch.cuda.synchronize()
-        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - tc)
-    return wall, cpu
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - tc)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def memory_per_cell(batch: int, side: int) -> dict:
@@ -127,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--side", type=int, default=512)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--python-pairs", type=int, default=32)
     ap.add_argument("--torch-side", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -155,25 +157,29 @@ def main() -> None:
 
     torch.manual_seed(0)
     cost = pairwise_cost(torch.randn(args.python_pairs, s, 16), torch.randn(args.python_pairs, s, 16)).double()
-    pairs = [c.tolist() for c in cost]
-    t, tc = time.perf_counter(), time.process_time()
-    for c in pairs:
-        value, grad = python_loop_pair(c, 1.0)
-    per_pair = (time.perf_counter() - t) / args.python_pairs
-    per_pair_cpu = (time.process_time() - tc) / args.python_pairs
+    walls, cpus = [], []
+    for c in cost:
+        pair = c.tolist()
+        t, tc = time.perf_counter(), time.process_time()
+        value, grad = python_loop_pair(pair, 1.0)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - tc)
+    per_pair, per_pair_cpu = statistics.median(walls), statistics.median(cpus)
     check = cost[-1:].clone().requires_grad_(True)
     ours = soft_dtw(check, 1.0)
     (ours_grad,) = torch.autograd.grad(ours.sum(), check)
     out["python_loop"] = {
         "measured_pairs": args.python_pairs,
         "seconds_per_pair": round(per_pair, 3),
+        "cpu_seconds_per_pair": round(per_pair_cpu, 3),
+        "measured_total_wall_s": round(sum(walls), 1),
         "batch_wall_s": round(per_pair * b, 1),
         "batch_cpu_s": round(per_pair_cpu * b, 1),
         "extrapolated": args.python_pairs != b,
         "max_abs_value_diff": abs(value - float(ours.detach())),
         "max_abs_grad_diff": float((torch.tensor(grad, dtype=torch.float64) - ours_grad[0]).abs().max()),
     }
-    print(f"python double loop: {per_pair:.2f} s per pair, {per_pair * b:.1f} s for {b} ({per_pair_cpu * b:.1f} CPU)")
+    print(f"python double loop: median {per_pair:.2f} s per pair ({per_pair_cpu:.2f} CPU), {sum(walls):.0f} s in all")
 
     ts = args.torch_side
     c = pairwise_cost(torch.randn(b, ts, 16), torch.randn(b, ts, 16)).detach().requires_grad_(True)
@@ -212,7 +218,8 @@ def render(r: dict) -> str:
         "# softdtw",
         "",
         f"Forward + backward, batch {b} x {s} x {s}, γ = {r['gamma']}, torch {r['torch']}, "
-        f"{r['cpu_threads']} CPU thread(s), shared 2-core machine (other jobs running; best of repeated runs).",
+        f"{r['cpu_threads']} CPU thread(s), shared 2-core machine (other jobs running). Medians: ours over "
+        "repeated runs, the Python loop per pair x the batch.",
         "",
         "| implementation | wall s | CPU s | how | speed-up of ours (wall / CPU) |",
         "|---|---|---|---|---|",
@@ -223,8 +230,8 @@ def render(r: dict) -> str:
     how = "extrapolated x" + str(b) if py["extrapolated"] else "measured in full"
     sp, st = r["speedup_vs_python_loop"], r["speedup_vs_torch_loop"]
     lines += [
-        f"| Python double loop, floats | {py['batch_wall_s']} | {py['batch_cpu_s']} | {py['measured_pairs']} pairs, "
-        f"{how} | {sp['wall']}x / {sp['cpu']}x |",
+        f"| Python double loop, floats | {py['batch_wall_s']} | {py['batch_cpu_s']} | {py['measured_pairs']} pairs "
+        f"({how}, {py['measured_total_wall_s']} s in all) | {sp['wall']}x / {sp['cpu']}x |",
         f"| torch double loop + autograd | {tl['extrapolated_batch_wall_s']} | {tl['extrapolated_batch_cpu_s']} | "
         f"{tl['measured_s']} s at {'x'.join(map(str, tl['measured_shape']))}, extrapolated by cells | "
         f"{st['wall']}x / {st['cpu']}x |",
