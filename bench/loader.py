@@ -6,10 +6,11 @@ On a build dir (default ``build/demo/corpus``, from ``make demo``):
    and by an ``ffmpeg`` process (temp file in /dev/shm, raw frames on a pipe): clips/s each. The faster one is the
    default of ``data.decoder``.
 2. ``shards_vs_source``: training batches per second, same clips, same ``DataLoader`` workers, same batch size and
-   the same torch augmentation (random resized crop to the model size, flip, normalisation): from our shards
-   (``trainers.data.ClipStream``: sampler, in-memory mp4, decord) against decoding each clip's span from its source
-   video every epoch (decord opens the source, decodes the clip's frames at the build's fps, resized to the build's
-   clip size and centre-cropped: what a trainer without our shards does). Goal: shards >= 5x.
+   the same torch augmentation (random resized crop to the model size, flip; uint8 batches, normalised later on
+   the device): from our shards (``trainers.data.ClipStream``: sampler, in-memory mp4, decord) against decoding
+   each clip's span from its source video every epoch (decord opens the source, decodes the clip's frames at the
+   build's fps, resized to the build's clip size and centre-cropped: what a trainer without our shards does).
+   Goal: shards >= 5x.
 3. ``starvation``: the tiny MAE and JEPA configs train for a few dozen steps with 2 loader workers; ``data_wait``
    (fraction of wall time the loop waited for a batch, from ``metrics.jsonl``) after the first steps.
 
@@ -38,7 +39,7 @@ import torch
 import webdataset as wds
 
 from trainers.config import DataConfig, load_config
-from trainers.data import ClipStream, augment, batch_seed, decode_mp4_decord, decode_mp4_ffmpeg, frame_indices
+from trainers.data import ClipStream, augment_uint8, batch_seed, decode_mp4_decord, decode_mp4_ffmpeg, frame_indices
 from trainers.metrics import read_metrics
 from trainers.recipe import CONFIG_DIR
 
@@ -111,7 +112,9 @@ class SourceClips(torch.utils.data.IterableDataset):
         for b in range(len(mine) // bs):
             gen = torch.Generator().manual_seed(batch_seed(0, 0, 0, worker, b))
             chunk = mine[b * bs : (b + 1) * bs]
-            video = torch.stack([augment(self._decode(c, gen), self.image_size, self.cfg, gen) for c in chunk])
+            video = torch.empty(len(chunk), 3, self.num_frames, self.image_size, self.image_size, dtype=torch.uint8)
+            for i, c in enumerate(chunk):
+                video[i] = augment_uint8(self._decode(c, gen), self.image_size, self.cfg, gen)
             yield {"video": video}
 
 

@@ -28,7 +28,7 @@ from corpus.testing import make_video
 from tests.conftest import write_manifest
 from trainers.checkpoint import load_model
 from trainers.config import load_config
-from trainers.data import decode_jpgs, decode_mp4_decord, decode_mp4_ffmpeg
+from trainers.data import decode_jpgs, decode_mp4_decord, decode_mp4_ffmpeg, normalize
 from trainers.jepa import MaskSpec, MultiBlockMasking
 from trainers.loop import train
 from trainers.mae import TubeMasking, patch_targets
@@ -182,6 +182,9 @@ def test_loss_falls_over_40_steps(corpus: Path, tmp_path: Path, recipe: str) -> 
     stream = get_recipe(recipe).build_data(cfg, corpus, rank=0, world_size=1)
     stream.set_position(epoch=1000)
     held = [b for _, b in zip(range(3), stream.loader(), strict=False)]
+    for b in held:
+        assert b["video"].dtype == torch.uint8 and b["video"].shape == (4, 3, 8, 64, 64)
+        b["video"] = normalize(b["video"], cfg.data.mean, cfg.data.std)
     torch.manual_seed(cfg.seed)  # the loop's initial weights
     initial = get_recipe(recipe).build_model(cfg)
     trained, _ = load_model(tmp_path / "run" / "last.pt")

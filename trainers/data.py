@@ -7,7 +7,9 @@ process, or numbered JPEG frames), takes ``num_frames`` frames every ``frame_str
 (repeating the last frame when a clip is short), applies a random resized crop, a horizontal flip and the mean/std
 normalisation in torch, stacks ``batch_size`` clips and calls the recipe's ``collate`` (e.g. mask generation).
 
-A batch is ``{"video": (B, 3, T, S, S) float32, "keys": [sample keys], **collate(...)}``.
+A batch is ``{"video": (B, 3, T, S, S) uint8, "keys": [sample keys], **collate(...)}``; :func:`normalize` (with the
+config's mean/std) turns ``video`` into the model input, which the loop does on the device: workers, shared memory,
+pinned memory and the host-to-device copy then carry a quarter of the bytes of float clips.
 
 Exact resume: an epoch holds the same number of batches in every worker slot, and the ``DataLoader`` takes batches
 from its workers in turn, so batch ``k`` of an epoch is batch ``k // W`` of worker ``k % W``. After
@@ -129,11 +131,9 @@ def crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, flo
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def augment(frames: np.ndarray, size: int, cfg: DataConfig, gen: torch.Generator) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(3, T, size, size)`` float: random resized crop, flip, mean/std normalisation.
-
-    The crop, flip and resize run on uint8 (torch's vectorised channels-last uint8 resize is ~5x faster than on
-    floats); the conversion to float, the layout change and the normalisation are one copy and two in-place ops."""
+def augment_uint8(frames: np.ndarray, size: int, cfg: DataConfig, gen: torch.Generator) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(3, T, size, size)`` uint8: random resized crop and flip, all on uint8 (torch's
+    vectorised channels-last uint8 resize is ~5x faster than on floats)."""
     video = torch.from_numpy(np.ascontiguousarray(frames))
     top, left, ch, cw = crop_box(video.shape[1], video.shape[2], cfg.crop_scale, cfg.crop_ratio, gen)
     x = video[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2)  # (T, 3, h, w), channels-last strides
@@ -146,11 +146,23 @@ def augment(frames: np.ndarray, size: int, cfg: DataConfig, gen: torch.Generator
         antialias=True,
         align_corners=False,
     )
-    out = torch.empty(3, x.shape[0], size, size)
-    out.copy_(x.permute(1, 0, 2, 3))
-    mean = torch.tensor(cfg.mean).view(3, 1, 1, 1) * 255.0
-    inv_std = 1.0 / (torch.tensor(cfg.std).view(3, 1, 1, 1) * 255.0)
-    return out.sub_(mean).mul_(inv_std)
+    return x.permute(1, 0, 2, 3)
+
+
+def normalize(video: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 clips ``(..., 3, T, H, W)`` -> float ``(x / 255 - mean) / std`` per channel; float input is returned
+    as it is (already normalised). The loop calls it on the device, so workers ship 4x fewer bytes."""
+    if video.dtype != torch.uint8:
+        return video
+    shape = (3, 1, 1, 1)
+    m = torch.tensor(mean, device=video.device).view(shape) * 255.0
+    inv = 1.0 / (torch.tensor(std, device=video.device).view(shape) * 255.0)
+    return video.float().sub_(m).mul_(inv)
+
+
+def augment(frames: np.ndarray, size: int, cfg: DataConfig, gen: torch.Generator) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(3, T, size, size)`` float: :func:`augment_uint8`, then :func:`normalize`."""
+    return normalize(augment_uint8(frames, size, cfg, gen).contiguous(), cfg.mean, cfg.std)
 
 
 def batch_seed(*parts: int) -> int:
@@ -242,12 +254,15 @@ class ClipStream(torch.utils.data.IterableDataset):
             next(samples)
         for b in range(first, self.batches_per_slot):
             gen = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, self.rank, worker, b))
-            clips, keys = [], []
-            for _ in range(self.cfg.batch_size):
+            video = torch.empty(
+                self.cfg.batch_size, 3, self.num_frames, self.image_size, self.image_size, dtype=torch.uint8
+            )
+            keys = []
+            for i in range(self.cfg.batch_size):
                 sample = next(samples)
-                clips.append(augment(self._decode(sample, gen), self.image_size, self.cfg, gen))
+                video[i] = augment_uint8(self._decode(sample, gen), self.image_size, self.cfg, gen)
                 keys.append(sample["__key__"])
-            batch: dict[str, Any] = {"video": torch.stack(clips), "keys": keys}
+            batch: dict[str, Any] = {"video": video, "keys": keys}
             if self.collate is not None:
                 batch.update(self.collate(batch, gen))
             yield batch

@@ -1,8 +1,9 @@
 """The one training loop: any recipe, on CPU, one GPU or ``torchrun`` (DDP), with exact resume.
 
-Per optimizer step: ``accum`` micro-batches from the recipe's stream, ``loss, metrics = model(batch)`` under bf16
-autocast on CUDA (fp32 on CPU), backward (DDP synchronises on the last micro-batch only), optional gradient clipping,
-AdamW step, warm-up + cosine learning rate (and optional cosine weight decay), then ``recipe.after_step``.
+Per optimizer step: ``accum`` micro-batches from the recipe's stream (a uint8 ``video`` is normalised on the device,
+``trainers.data.normalize``), ``loss, metrics = model(batch)`` under bf16 autocast on CUDA (fp32 on CPU), backward
+(DDP synchronises on the last micro-batch only), optional gradient clipping, AdamW step, warm-up + cosine learning
+rate (and optional cosine weight decay), then ``recipe.after_step``.
 
 Writes into ``out_dir``: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (``trainers.metrics``),
 ``checkpoints/step-<N>.pt`` every ``run.ckpt_every`` steps and at the end, ``last.pt`` (``trainers.checkpoint``).
@@ -36,6 +37,7 @@ import yaml
 from corpus.errors import ManifestError, MissingInput
 from trainers.checkpoint import encoder_config, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trainers.config import TrainConfig
+from trainers.data import normalize
 from trainers.metrics import MetricsLog
 from trainers.recipe import get_recipe
 from trainers.schedule import WarmupCosine, cosine
@@ -197,6 +199,8 @@ def train(
                 batch_in_epoch += 1
                 micro += 1
                 batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                if "video" in batch:  # uint8 from the workers (trainers.data.normalize)
+                    batch["video"] = normalize(batch["video"], cfg.data.mean, cfg.data.std)
                 sync = micro == cfg.run.accum or d.world_size == 1
                 with autocast, contextlib.nullcontext() if sync else ddp.no_sync():
                     loss, metrics = ddp(batch)
