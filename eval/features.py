@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from builders.stages.cas import sha256_file
 from builders.stages.embed import ClipEncoder, load_encoder
+from corpus.atomic import temp_sibling
 from corpus.errors import SurgcorpusError
 from corpus.progress import stage_progress
 from eval.views import SURGREC_VIEWS, ViewSpec, clip_views
@@ -118,9 +119,13 @@ class FeatureCache:
             schema=FEATURES,
         )
         name = hashlib.sha1("".join(f"{r[0]}|{r[1]}|{r[2]}" for r in rows).encode()).hexdigest()[:16]
-        tmp = self.dir / f".part-{name}.parquet.tmp{os.getpid()}"
-        pq.write_table(table, tmp)
-        tmp.replace(self.dir / f"part-{name}.parquet")
+        final = self.dir / f"part-{name}.parquet"
+        tmp = temp_sibling(final)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def features(
         self, clips: list[tuple[str, str | Path, str | None]], show_progress: bool = False

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from builders.stages.embed import ClipEncoder
+from corpus.atomic import write_bytes_atomic
 from corpus.errors import MissingInput, SurgcorpusError
 from corpus.hierarchy.build import load_hierarchy
 from corpus.hierarchy.exports import recognition_rows, retrieval_pairs, tal_json
@@ -237,7 +238,7 @@ def evaluate(
         path = media / f"{key}.mp4"
         digest = hashlib.sha256(sample["mp4"]).hexdigest()
         if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            path.write_bytes(sample["mp4"])
+            write_bytes_atomic(path, sample["mp4"])
         clips.append((key, path, digest))
     feats, failed = FeatureCache(run_dir / "features", enc, views).features(clips, show_progress=show_progress)
     rec = [r for r in recognition_rows(build) if r["key"] in feats]

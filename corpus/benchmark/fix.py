@@ -29,6 +29,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
+from corpus.atomic import write_text_atomic
 from corpus.benchmark.audit import DATA_ROOT, video_key
 from corpus.benchmark.plan import PlannedClip
 from corpus.benchmark.spec import SPLITS, BenchmarkSource
@@ -270,14 +271,13 @@ def write_fixed(spec: BenchmarkSource, rows: Rows, report: dict, out: str | Path
     folder = Path(out) / spec.dataset
     folder.mkdir(parents=True, exist_ok=True)
     for s in SPLITS:
-        tmp = folder / f".{s}.csv.tmp"
-        tmp.write_text("".join(_row(p, lab) + "\n" for p, lab in rows[s]))
-        tmp.replace(folder / f"{s}.csv")
+        write_text_atomic(folder / f"{s}.csv", "".join(_row(p, lab) + "\n" for p, lab in rows[s]))
     artefacts = ARTEFACT_CLASSES.get(spec.name, {})
     to_index = {k: v for k, v in spec.label_map.items() if k not in artefacts}
-    (folder / "label_map.json").write_text(
-        json.dumps({"label_to_index": to_index, "index_to_label": {str(v): k for k, v in to_index.items()}}, indent=2)
+    write_text_atomic(
+        folder / "label_map.json",
+        json.dumps({"label_to_index": to_index, "index_to_label": {str(v): k for k, v in to_index.items()}}, indent=2),
     )
-    (folder / "fix_report.json").write_text(json.dumps(report, indent=2))
-    (folder / "fix_report.md").write_text(report_markdown(report))
+    write_text_atomic(folder / "fix_report.json", json.dumps(report, indent=2))
+    write_text_atomic(folder / "fix_report.md", report_markdown(report))
     return folder
