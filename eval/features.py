@@ -91,11 +91,11 @@ class FeatureCache:
         self.dir = Path(root) / vid
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def _load(self) -> dict[tuple[str, str], np.ndarray]:
-        """(clip, fingerprint) -> ``(V, D)`` for every fully cached clip."""
+    def _load(self, keys: list[str]) -> dict[tuple[str, str], np.ndarray]:
+        """(clip, fingerprint) -> ``(V, D)`` for every fully cached clip among ``keys`` (only their rows are read)."""
         got: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         for part in sorted(self.dir.glob("part-*.parquet")):
-            t = pq.read_table(part)
+            t = pq.read_table(part, filters=[("clip", "in", keys)]) if keys else FEATURES.empty_table()
             vecs = t["vector"].combine_chunks()
             dim = len(vecs[0]) if len(vecs) else 0
             flat = vecs.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) if dim else np.zeros((0, 0))
@@ -133,7 +133,7 @@ class FeatureCache:
         """``clips``: ``(key, file, sha256 or None)``. Returns key -> ``(V, D)`` features and the failed clips
         (``{"clip", "file", "error"}``)."""
         prints = {key: fp or sha256_file(path)[0] for key, path, fp in clips}
-        cached = self._load()
+        cached = self._load([key for key, _, _ in clips])
         out = {key: cached[(key, prints[key])] for key, _, _ in clips if (key, prints[key]) in cached}
         todo = [(k, Path(p)) for k, p, _ in clips if k not in out]
         failed: list[dict] = []
