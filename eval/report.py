@@ -12,6 +12,8 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+from corpus.atomic import write_text_atomic
+
 PERCENT = ("accuracy", "macro_", "top5", "jaccard", "majority", "chance", "test_majority", "mAP", "R@")
 
 
@@ -84,8 +86,10 @@ def write_run(
         if collapsed
         else ""
     )
-    paths["md"].write_text(f"# {title}\n\n" + to_markdown(rows, columns) + note + f"\n![{metric}](results.png)\n")
-    paths["csv"].write_text(to_csv(rows, columns))
+    write_text_atomic(
+        paths["md"], f"# {title}\n\n" + to_markdown(rows, columns) + note + f"\n![{metric}](results.png)\n"
+    )
+    write_text_atomic(paths["csv"], to_csv(rows, columns))
     plot(rows, paths["png"], metric, label, title)
     return paths
 
@@ -114,6 +118,4 @@ def write_comparison(out: str | Path, runs: Sequence[str] = ("published", "fixed
                 "yes" if row.get("collapsed") else ("no" if row else ""),
             ]
         lines.append("| " + " | ".join(cells) + " |")
-    path = out / "comparison.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomic(out / "comparison.md", "\n".join(lines) + "\n")
