@@ -42,7 +42,7 @@ from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import sha256_file
 from builders.stages.decode import DecordPlan, clip_frames, geometry
 from builders.stages.probe import ffprobe, probe_video, truncation_error
-from builders.stages.timing import FULL, DecodeChoice, Timeline, choose_decode, grid_shift_s
+from builders.stages.timing import FULL, DecodeChoice, Timeline, candidates_filter, choose_decode, slot_filter
 from builders.tools import require_binary, require_encoder
 from corpus.errors import DecodeError, ErrorRow, SurgcorpusError, ffmpeg_failure
 from corpus.ids import clip_id, safe_relpath
@@ -290,12 +290,12 @@ def build_command(
 ) -> list[str]:
     """The single ffmpeg invocation that writes every clip of a video and the hash frames to stdout.
 
-    Its stderr (``-v info``) carries the ``showinfo@src`` / ``showinfo@out`` lines that ``Timeline.parse`` reads.
+    Its stderr (``-v verbose``) carries the ``showinfo@src`` / ``showinfo@out`` lines and the end-of-run statistics
+    that ``Timeline.parse`` reads.
     """
     plan = ClipPlan(spec.length_frames, spec.stride_frames)
-    shift = grid_shift_s(spec.fps, src_fps, choice.gap_frames)
     base = [
-        f"setpts=PTS-STARTPTS+{shift:.9f}/TB",  # output time 0 is the first decoded frame; see grid_shift_s
+        slot_filter(spec.fps, src_fps, choice.gap_frames),  # output time 0 is the first decoded frame
         f"fps={spec.fps:g}",
         *_geometry_filters(spec, crop, choice.lowres),
         "showinfo@out",
@@ -303,7 +303,7 @@ def build_command(
     m = plan.series
     hash_every = max(1, plan.length // 4)
     graph = [
-        "[0:v:0]split[src][main]",
+        f"[0:v:0]{candidates_filter(spec.fps, src_fps, choice.gap_frames)},split[src][main]",
         "[src]crop=2:2:0:0,showinfo@src,nullsink",  # a 2x2 view: showinfo's checksums cost nothing
         f"[main]{','.join(base)},split={m + 1}[h]" + "".join(f"[s{k}]" for k in range(m)),
     ]
@@ -317,7 +317,7 @@ def build_command(
         "-hide_banner",
         "-nostats",
         "-v",
-        "info",
+        "verbose",  # showinfo's lines (info) and the decoded frame count (verbose end-of-run statistics)
         "-threads",
         "1",
         *choice.input_args,
@@ -496,11 +496,10 @@ class ClipStage(Stage):
         hash_every = max(1, plan.length // 4)
         hash_at = {i * hash_every: h for i, h in enumerate(hashes)}
         series = [Series(f"s{k}", functools.partial(plan.start_frame, k), None, hash_at) for k in range(plan.series)]
-        if choice.every_frame:
+        if choice.every_frame and timeline.decoded is not None:
             n_frames, counted = timeline.decoded, True
-        else:  # skipped frames were never decoded: the decoded span in source frames, capped by the header
-            n_frames = round(timeline.span_s() * fps) + 1 if fps else timeline.decoded
-            n_frames, counted = min(n_frames, int(row.get("n_frames_header") or n_frames)), False
+        else:  # skipped frames were never decoded: the packets read stand for them
+            n_frames, counted = timeline.packets or int(row["n_frames"]), False
         return Pass(series, timeline.errors_s(self.spec.fps), n_frames, counted, choice.name)
 
     def _run_decord(self, row: dict, crop: Crop | None, work: Path) -> Pass | None:

@@ -1,10 +1,13 @@
 """Which source frame each output frame came from, and the cheapest decode that keeps it close.
 
-The clip filter graph carries two ``showinfo`` taps: ``showinfo@src`` on a 2x2 crop of every decoded frame (its
-pts and packet position), and ``showinfo@out`` on every output frame after ``fps`` (the packet position of the
-source frame it is a copy of). Joining them on the packet position gives each output frame's source timestamp, so
-the timestamp error (source time against the output grid ``k / fps``) and the decoded frame count are measured in
-the same pass that cuts the clips, never simulated and never read twice.
+The clip filter graph keeps, of the decoded frames, only the candidates: for each output slot ``k / fps`` the
+first frame at or after the slot minus half a decoded-frame gap (``candidates_filter``: the nearest one where
+frames are that dense), timed on its slot (``slot_filter``) so that ``fps`` gives it that slot. Two ``showinfo``
+taps print a line per candidate (``showinfo@src``: its pts and packet position, on a 2x2 crop) and per output
+frame (``showinfo@out``: the packet position of the source frame it is a copy of); joining them on the position
+gives each output frame's source timestamp. ffmpeg's own end-of-run statistics (``-v verbose``) give the decoded
+frame count. All of it comes from the pass that cuts the clips, at a few log lines per output frame, never
+simulated and never read twice.
 
 ``choose_decode`` picks, for ``clips.timing: fast``, a cheaper decode from what probe knows:
 
@@ -31,6 +34,7 @@ MIN_SOURCE_FRAMES_PER_OUTPUT = 3.0  # below this, skipping frames would leave ou
 
 _LINE = re.compile(r"^\[showinfo@(src|out) @ [^\]]+\] n:\s*\d+ pts:\s*(-?\d+) .*?pos:\s*(-?\d+)")
 _TIME_BASE = re.compile(r"^\[showinfo@src @ [^\]]+\] config in time_base: (\d+)/(\d+)")
+_STATS = re.compile(r"Input stream #0:\d+ \(video\): (\d+) packets read .*?; (\d+) frames decoded")
 
 
 @dataclass(frozen=True)
@@ -78,32 +82,46 @@ def choose_decode(row: dict, out_fps: float, out_short_side: int) -> DecodeChoic
     return DecodeChoice("+".join(names), tuple(args), lowres, gap)
 
 
-def grid_shift_s(out_fps: float, src_fps: float, gap_frames: float) -> float:
-    """Seconds added to the source timestamps before ``fps`` so that it takes the frame nearest each output slot.
+def half_gap_s(src_fps: float, gap_frames: float) -> float:
+    """Half the expected time between decoded frames."""
+    return 0.5 * gap_frames / src_fps if src_fps > 0 else 0.0
 
-    ``fps`` (rounding ``near``) gives slot ``k`` the last frame with ``t < (k + 0.5) / out_fps``; shifting by
-    ``0.5 / out_fps - gap / 2`` moves that threshold to half a decoded-frame gap past the slot.
-    """
-    if src_fps <= 0:
-        return 0.0
-    return max(0.0, 0.5 / out_fps - 0.5 * gap_frames / src_fps)
+
+def candidates_filter(out_fps: float, src_fps: float, gap_frames: float) -> str:
+    """A ``select`` keeping, for each output slot ``k / out_fps`` (from the first frame), the first frame at or after
+    the slot minus half a decoded-frame gap: the nearest frame where frames are that dense. ``ld(0)`` holds the next
+    slot without a candidate; a frame past several slots stands for all of them (``fps`` then repeats it)."""
+    h, f = half_gap_s(src_fps, gap_frames), f"{out_fps:g}"
+    return f"select='if(gte(t-start_t,ld(0)/{f}-{h:.9f}),st(0,floor((t-start_t+{h:.9f})*{f})+1),0)'"
+
+
+def slot_filter(out_fps: float, src_fps: float, gap_frames: float) -> str:
+    """A ``setpts`` putting each candidate on its output slot (the last slot whose threshold it passed, where
+    ``candidates_filter`` selected it), so that ``fps`` gives it exactly that slot and repeats it over any gap."""
+    h, f = half_gap_s(src_fps, gap_frames), f"{out_fps:g}"
+    return f"setpts='floor((T-STARTT+{h:.9f})*{f})/({f}*TB)'"
 
 
 @dataclass
 class Timeline:
-    """What the two showinfo taps saw: decoded frames (pts, packet position) and output frames (position)."""
+    """What the two showinfo taps saw, candidates (pts, packet position) and output frames (position), and ffmpeg's
+    count of the packets it read and the frames it decoded (None when its statistics are missing)."""
 
     time_base: Fraction = Fraction(0)
     src_pts: list[int] = field(default_factory=list)
     src_pos: list[int] = field(default_factory=list)
     out_pos: list[int] = field(default_factory=list)
+    packets: int | None = None
+    decoded: int | None = None
 
     @classmethod
     def parse(cls, lines) -> Timeline:
-        """Parse ffmpeg's stderr lines (``-v info``); other lines are ignored."""
+        """Parse ffmpeg's stderr lines (``-v verbose``); other lines are ignored."""
         t = cls()
         for line in lines:
             if not line.startswith("[showinfo@"):
+                if stats := _STATS.search(line):
+                    t.packets, t.decoded = int(stats.group(1)), int(stats.group(2))
                 continue
             m = _LINE.match(line)
             if m is None:
@@ -117,19 +135,9 @@ class Timeline:
                 t.out_pos.append(int(m.group(3)))
         return t
 
-    @property
-    def decoded(self) -> int:
-        return len(self.src_pts)
-
-    def span_s(self) -> float:
-        """Seconds from the first to the last decoded frame."""
-        if not self.src_pts:
-            return 0.0
-        return float((max(self.src_pts) - min(self.src_pts)) * self.time_base)
-
     def errors_s(self, out_fps: float) -> np.ndarray:
         """Per output frame: |source time - k / out_fps| in seconds (time from the first decoded frame); NaN
-        where the source frame cannot be identified (no packet positions, or one position for several frames)."""
+        where the source frame cannot be identified (no packet position, or one position for several candidates)."""
         n = len(self.out_pos)
         out = np.full(n, np.nan)
         if not self.src_pts or not self.time_base:
