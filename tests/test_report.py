@@ -34,12 +34,15 @@ def _mp4(path: Path) -> Path:
     return path
 
 
-def _video(vid: str, split: str, path: str, duration_s: float, width: int = 64, height: int = 64) -> dict:
+def _video(
+    vid: str, split: str, path: str, duration_s: float, width: int = 64, height: int = 64, dup_of: str | None = None
+) -> dict:
     source = vid.split("/")[0]
     domain = {"src_a": "laparoscopy", "src_b": "cataract"}[source]
     return dict(
         video_id=vid, source=source, domain=domain, native_id=vid.split("/")[1], uri=f"file://{path}", path=path,
         width=width, height=height, fps=10.0, duration_s=duration_s, n_frames=int(duration_s * 10), split=split,
+        dup_of=dup_of,
     )  # fmt: skip
 
 
@@ -80,9 +83,9 @@ def build(tmp_path_factory) -> Path:
     ])  # fmt: skip
     write_rows(root, "videos", [
         _video("src_a/v1", "train", "/nonexistent/a1.mp4", 3600.0),
-        _video("src_a/v2", "val", "/nonexistent/a2.mp4", 1800.0),
-        _video("src_a/v3", "test", str(garbage), 900.0, 1920, 1080),
-        _video("src_b/v1", "train", "/nonexistent/b1.mp4", 60.0),
+        _video("src_a/v2", "val", "/nonexistent/a2.mp4", 1800.0, dup_of="src_a/v1"),
+        _video("src_a/v3", "test", str(garbage), 900.0, 1920, 1080, dup_of="src_b/v2"),
+        _video("src_b/v1", "train", "/nonexistent/b1.mp4", 60.0, dup_of="src_a/v1"),
         _video("src_b/v2", "test", str(clip_b), 2.0),  # the source video file is a real mp4
     ])  # fmt: skip
     write_rows(root, "clips", [
