@@ -198,7 +198,9 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         "| --- | ---: | ---: |",
         *(f"| {k} | {d[k]['clips_per_s']:.1f} | {d[k]['frames_per_s']:.0f} |" for k in ("decord", "ffmpeg")),
         "",
-        f"Faster: **{d['faster']}** (the default `data.decoder`).",
+        f"Faster: **{d['faster']}** (the default `data.decoder`). The ffmpeg route pays a process start and a temp "
+        "file per clip, which dominate for short clips on a busy machine."
+        + (f" (Measured in an earlier run, load average {d['from_earlier_run']}.)" if "from_earlier_run" in d else ""),
         "",
         f"## Shards vs source videos: {s['workers']} workers, batches of {s['batch_size']} x {s['num_frames']} "
         f"frames at {s['image_size']} px",
@@ -220,7 +222,8 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
             for k, v in st.items()
         ),
         "",
-        "`data_wait` is the fraction of wall time the loop spent waiting for the next batch (0: never starved).",
+        "`data_wait` is the fraction of wall time the loop spent waiting for the next batch (0: never starved); "
+        "here the tiny models on a shared CPU are the bottleneck, not the loader.",
         "No GPU was lent to this run, so there is no GPU-idle fraction.",
     ]
     path.write_text("\n".join(lines) + "\n")
