@@ -38,6 +38,15 @@ from trainers.recipe import CONFIG_DIR, get_recipe
 TINY = {"run.log_every": 1, "data.num_workers": 0}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Deterministic CPU math for loss comparisons; the thread count is restored for later tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus(generated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A corpus built by the pipeline: site-a (3 videos of 6 s) and site-c (2 videos of 4 s), all in train."""
@@ -169,7 +178,6 @@ def test_paper_size_models_have_the_published_shapes(config: str, encoder_params
 def test_loss_falls_over_40_steps(corpus: Path, tmp_path: Path, recipe: str) -> None:
     """40 steps of the tiny config through the loop; the objective on 3 fixed held-back batches (their own epoch,
     their own masks) drops against the initial weights, and the logged losses drop too."""
-    torch.set_num_threads(1)
     cfg = load_config(CONFIG_DIR / f"{recipe}-tiny.yaml", **TINY)
     result = train(cfg, corpus, tmp_path / "run", progress=False)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -198,7 +206,6 @@ def test_loss_falls_over_40_steps(corpus: Path, tmp_path: Path, recipe: str) -> 
 
 def test_resume_continues_the_same_trajectory(corpus: Path, tmp_path: Path) -> None:
     """Two loader workers and gradient accumulation: 6 steps straight equal 3 steps, a checkpoint, 3 resumed."""
-    torch.set_num_threads(1)
     cfg = load_config(
         CONFIG_DIR / "mae-tiny.yaml",
         **{"run.log_every": 1, "run.steps": 6, "run.accum": 2, "data.num_workers": 2, "data.batch_size": 2},

@@ -11,6 +11,7 @@
 ``trainers/metrics.py``    ``metrics.jsonl``
 ``trainers/mae.py``        SurgRec-MAE (VideoMAE recipe)
 ``trainers/jepa.py``       SurgRec-JEPA (V-JEPA recipe)
+``trainers/hierskp.py``    HierSKP (its own issue; with ``hierarchy_data``, ``text``, ``softdtw``)
 =========================  ==========================================================================
 
 Read ``trainers/recipe.py`` to add a recipe: one module, one registry line, one config; the loop is not touched.
