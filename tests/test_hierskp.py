@@ -159,6 +159,8 @@ def test_text_encoder_frozen_and_fine_tuned():
     a = frozen(["Transverse collar incision.", "The appendix is delivered.", "Transverse collar incision."])
     assert a.shape == (3, 384) and torch.allclose(a.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.equal(a[0], a[2]) and float(a[0] @ a[1]) < 0.9
+    food, bread, horse = frozen(["A man is eating food.", "A man is eating a piece of bread.", "A man rides a horse."])
+    assert float(food @ bread) > float(food @ horse) + 0.2  # the pretrained weights, not a random BERT
     tuned = TextEncoder(frozen=False).eval()
     assert sum(p.numel() for p in tuned.parameters()) > 20_000_000
     b = tuned(["Transverse collar incision."])
