@@ -35,12 +35,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def stream(demo: Path, **kw) -> HierarchyStream:
+def stream(demo: Path, workers: int = 0) -> HierarchyStream:
     from trainers.config import load_config
 
-    cfg = load_config(CONFIG)
+    cfg = load_config(CONFIG, **{"data.num_workers": workers})
     obj = cfg.objective
-    args = {"ratio": obj["levels"], "num_frames": 4, "image_size": 32, "video_frames": obj["video_frames"]} | kw
+    args = {"ratio": obj["levels"], "num_frames": 4, "image_size": 32, "video_frames": obj["video_frames"]}
     return HierarchyStream(demo, cfg.data, **args)
 
 
@@ -120,10 +120,11 @@ def test_batches_mix_levels_and_resume_exactly(demo):
     assert batch["frame_image"].shape == (3, 3, 1, 32, 32)
     again = stream(demo).batch(1, 2)
     assert torch.equal(batch["operation_clip"], again["operation_clip"]) and batch["video_keys"] == again["video_keys"]
-    start = s.batches_per_epoch - 2
-    s.set_position(0, start)
-    resumed = list(s.loader())
-    assert len(resumed) == 2
+    start = s.batches_per_epoch - 3
+    two = stream(demo, workers=2)  # the DataLoader takes batches from its workers in turn
+    two.set_position(0, start)
+    resumed = list(two.loader())
+    assert len(resumed) == 3
     for b, got in enumerate(resumed, start=start):
         want = s.batch(0, b)
         assert got["operation_keys"] == want["operation_keys"] and torch.equal(got["frame_image"], want["frame_image"])
