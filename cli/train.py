@@ -17,7 +17,7 @@ from corpus.errors import SurgcorpusError
 
 
 def train_cmd(
-    recipe: Annotated[str, typer.Argument(help="recipe: mae, jepa (any key of trainers.recipe.RECIPES)")],
+    recipe: Annotated[str, typer.Argument(help="a key of trainers.recipe.RECIPES: mae, jepa, hierskp")],
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML config (default: trainers/configs/<recipe>-tiny.yaml)")
     ] = None,
