@@ -204,10 +204,12 @@ def test_loss_falls_over_40_steps(corpus: Path, tmp_path: Path, recipe: str) -> 
     assert sum(logged[-10:]) / 10 < sum(logged[:5]) / 5
 
 
-def test_resume_continues_the_same_trajectory(corpus: Path, tmp_path: Path) -> None:
-    """Two loader workers and gradient accumulation: 6 steps straight equal 3 steps, a checkpoint, 3 resumed."""
+@pytest.mark.parametrize("recipe", ["mae", "jepa"])
+def test_resume_continues_the_same_trajectory(corpus: Path, tmp_path: Path, recipe: str) -> None:
+    """Two loader workers and gradient accumulation: 6 steps straight equal 3 steps, a checkpoint, 3 resumed
+    (for JEPA this includes the EMA target encoder and its momentum schedule)."""
     cfg = load_config(
-        CONFIG_DIR / "mae-tiny.yaml",
+        CONFIG_DIR / f"{recipe}-tiny.yaml",
         **{"run.log_every": 1, "run.steps": 6, "run.accum": 2, "data.num_workers": 2, "data.batch_size": 2},
     )
     train(cfg, corpus, tmp_path / "straight", progress=False)
