@@ -295,7 +295,7 @@ def build_command(
     """
     plan = ClipPlan(spec.length_frames, spec.stride_frames)
     base = [
-        slot_filter(spec.fps, src_fps, choice.gap_frames),  # output time 0 is the first decoded frame
+        slot_filter(spec.fps),  # output time 0 is the first decoded frame
         f"fps={spec.fps:g}",
         *_geometry_filters(spec, crop, choice.lowres),
         "showinfo@out",

@@ -2,12 +2,12 @@
 
 The clip filter graph keeps, of the decoded frames, only the candidates: for each output slot ``k / fps`` the
 first frame at or after the slot minus half a decoded-frame gap (``candidates_filter``: the nearest one where
-frames are that dense), timed on its slot (``slot_filter``) so that ``fps`` gives it that slot. Two ``showinfo``
-taps print a line per candidate (``showinfo@src``: its pts and packet position, on a 2x2 crop) and per output
-frame (``showinfo@out``: the packet position of the source frame it is a copy of); joining them on the position
-gives each output frame's source timestamp. ffmpeg's own end-of-run statistics (``-v verbose``) give the decoded
-frame count. All of it comes from the pass that cuts the clips, at a few log lines per output frame, never
-simulated and never read twice.
+frames are that dense), timed on its nearest slot (``slot_filter``) so that ``fps`` gives it that slot. Two
+``showinfo`` taps print a line per candidate (``showinfo@src``: its pts and packet position, on a 2x2 crop) and
+per output frame (``showinfo@out``: the packet position of the source frame it is a copy of); joining them on the
+position gives each output frame's source timestamp. ffmpeg's own end-of-run statistics (``-v verbose``) give
+the decoded frame count. All of it comes from the pass that cuts the clips, at a few log lines per output frame,
+never simulated and never read twice.
 
 ``choose_decode`` picks, for ``clips.timing: fast``, a cheaper decode from what probe knows:
 
@@ -95,11 +95,12 @@ def candidates_filter(out_fps: float, src_fps: float, gap_frames: float) -> str:
     return f"select='if(gte(t-start_t,ld(0)/{f}-{h:.9f}),st(0,floor((t-start_t+{h:.9f})*{f})+1),0)'"
 
 
-def slot_filter(out_fps: float, src_fps: float, gap_frames: float) -> str:
-    """A ``setpts`` putting each candidate on its output slot (the last slot whose threshold it passed, where
-    ``candidates_filter`` selected it), so that ``fps`` gives it exactly that slot and repeats it over any gap."""
-    h, f = half_gap_s(src_fps, gap_frames), f"{out_fps:g}"
-    return f"setpts='floor((T-STARTT+{h:.9f})*{f})/({f}*TB)'"
+def slot_filter(out_fps: float) -> str:
+    """A ``setpts`` putting each candidate on its nearest output slot (time from the first frame), so that ``fps``
+    gives it exactly that slot and repeats a frame over a gap. The end of the stream is rounded alike, so the
+    output has as many frames as a plain ``fps`` would give."""
+    f = f"{out_fps:g}"
+    return f"setpts='round((T-STARTT)*{f})/({f}*TB)'"
 
 
 @dataclass
