@@ -85,13 +85,14 @@ def save_checkpoint(out_dir: Path, step: int, payload: dict[str, Any], keep: int
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint dict, with a clear error when the file is missing or not one of ours."""
+def read_checkpoint(path: str | Path, mmap: bool = True) -> dict[str, Any]:
+    """A checkpoint dict, with a clear error when the file is missing or not one of ours. ``mmap``: tensors are read
+    on use (an encoder load never reads the optimizer state, 5 GB for ViT-L JEPA); resume reads everything."""
     path = Path(path)
     if not path.is_file():
         raise MissingInput(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for a damaged or foreign file
         raise MissingInput(f"{path}: not a readable torch checkpoint: {e}") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

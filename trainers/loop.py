@@ -140,7 +140,7 @@ def train(
     if resume:
         if not last.exists():
             raise MissingInput(f"{last}: nothing to resume (run without --resume to start)")
-        ckpt = read_checkpoint(last)
+        ckpt = read_checkpoint(last, mmap=False)
         saved = ckpt["config"]["kwargs"]["config"]
         mine = cfg.model_dump(mode="json")
         for section in ("recipe", "seed", "model", "objective", "data", "optim"):
