@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from builders.stages.base import Stage, UnitResult, stable_hash
@@ -504,6 +503,7 @@ class ClipStage(Stage):
 
     def _run_decord(self, row: dict, crop: Crop | None, work: Path) -> Pass | None:
         """Decode with decord and encode through one ffmpeg process; None when decord cannot read the file."""
+        import cv2  # only this decoder resizes frames in Python (an import that every ffmpeg-path worker saves)
         import decord
 
         spec = self.spec
