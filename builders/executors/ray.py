@@ -7,10 +7,10 @@ longest first, at most ``in_flight`` at a time; a task whose worker or node died
 is never retried either.
 
 Every node must see the build dir (and the download cache) at the same path: put them on a filesystem every node
-mounts at the same place (NFS, Lustre, a cloud filesystem). ``run`` checks this on every alive node before the
-first unit and fails with the node's address when one cannot see the build dir. Temp files carry the host, pid and
-a random part (``corpus.atomic``), so a unit retried while an earlier attempt still runs never writes into the
-other's temp file; the last ``os.replace`` wins with the same bytes.
+mounts at the same place (NFS, Lustre, a cloud filesystem). ``run`` checks this on every alive node of a cluster
+before the first unit and fails with the node's address when one cannot see the build dir. Temp files carry the
+host, pid and a random part (``corpus.atomic``), so a unit retried while an earlier attempt still runs never writes
+into the other's temp file; the last ``os.replace`` wins with the same bytes.
 
 Worker logs go to ``<build>/logs/worker-<host>-<pid>.log``.
 
@@ -160,7 +160,7 @@ class RayExecutor(Executor):
             if todo:
                 stage.setup()  # fail early, in the driver, when a tool is missing
                 ray = self._ray()
-                if build_dir not in self._checked:
+                if self.address and build_dir not in self._checked:  # a local Ray is one node: nothing to check
                     self.check_shared(build_dir)
                     self._checked.add(build_dir)
                 if self._task is None:  # one remote function for every stage: workers are reused across stages
