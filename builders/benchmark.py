@@ -152,7 +152,8 @@ def _build(spec, root: Path, build: Path, splits, executor: Executor, crf, max_s
         rows = [(p, lab) for p, lab in split_rows[split] if p in built]
         samples = [_sample(build, planned[p], built[p], split, lab) for p, lab in sorted(rows, key=lambda r: r[0])]
         sized = [(s, built[p]["bytes"]) for s, (p, _) in samples]
-        entries = write_series(build, f"shards/{split}", f"{spec.dataset}-{split}", sized, max_samples, max_bytes)
+        series = [(f"shards/{split}", f"{spec.dataset}-{split}", sized)]
+        entries = write_series(build, series, max_samples, max_bytes, executor)
         index += [{**e, "clip_id": path_of[e["key"]], "split": split} for e in entries]
         result.shards += len({e["shard"] for e in entries})
         (build / f"{split}.csv").write_text("".join(surgrec_row(planned[p]) + "\n" for p, _ in rows))

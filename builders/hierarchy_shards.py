@@ -389,9 +389,8 @@ def write_hierarchy_shards(
     keep: set[Path] = set()
     for (level, split), samples in sorted(series.items()):
         prefix = f"{settings.name}-{level}-{split}"
-        entries = write_series(
-            build_dir, f"shards/{level}/{split}", prefix, samples, settings.max_samples, settings.max_bytes
-        )
+        folder = f"shards/{level}/{split}"
+        entries = write_series(build_dir, [(folder, prefix, samples)], settings.max_samples, settings.max_bytes)
         members_of: dict[str, list[str]] = defaultdict(list)
         for e in entries:
             members_of[e["key"]].append(e["member"])

@@ -33,14 +33,14 @@ from builders.stages.clip import CLIPS_DIR, ClipStage, split_clip_rows
 from builders.stages.dedup import dedup
 from builders.stages.fetch import FetchStage
 from builders.stages.probe import ProbeStage
-from builders.stages.shard import write_split_shards
+from builders.stages.shard import corpus_series, write_series
 from builders.tools import ffmpeg_version
 from corpus.build_dir import BuildDir
 from corpus.errors import ErrorRow
 from corpus.figures import build_figures
 from corpus.ids import check_unique, safe_relpath, sample_key, video_id
 from corpus.manifest import CorpusManifest, Source
-from corpus.progress import console, stage_progress
+from corpus.progress import console
 from corpus.resolve import official_splits, resolve_plan
 from corpus.schemas import table_path, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
@@ -180,7 +180,7 @@ def _build(
             c["key"] = sample_key(c["clip_id"])
 
         with timer("shard"):
-            index = _shard(manifest, out, clips, show_progress)
+            index = _shard(manifest, out, clips, executor)
         where = {r["clip_id"]: r["shard"] for r in index}
         for c in clips:
             c["shard"] = where.get(c["clip_id"])
@@ -292,28 +292,30 @@ def _split(
     )
 
 
-def _shard(manifest: CorpusManifest, out: Path, clips: list[dict], show_progress: bool) -> list[dict]:
-    index: list[dict] = []
+def _shard(manifest: CorpusManifest, out: Path, clips: list[dict], executor: Executor) -> list[dict]:
+    """Write every split's shards on the executor (one unit per shard); returns the shard index rows."""
     keep = [c for c in clips if c["dup_of"] is None]
-    with stage_progress("shard", total=len(SPLITS), enabled=show_progress) as advance:
-        for split in SPLITS:
-            rows, _ = write_split_shards(
-                out,
-                manifest.name,
-                split,
-                [c for c in keep if c["split"] == split],
-                manifest.shard.max_samples,
-                manifest.shard.max_bytes,
-            )
-            index += rows
-            advance(1)
-    return index
+    series = [corpus_series(out, manifest.name, split, [c for c in keep if c["split"] == split]) for split in SPLITS]
+    entries = write_series(out, series, manifest.shard.max_samples, manifest.shard.max_bytes, executor)
+    clip_of = {c["key"]: c["clip_id"] for c in keep}
+    return [
+        {
+            "clip_id": clip_of[e["key"]],
+            "key": e["key"],
+            "split": e["shard"].split("/")[1],
+            "shard": e["shard"],
+            "member": e["member"],
+            "offset": e["offset"],
+            "bytes": e["bytes"],
+        }
+        for e in entries
+    ]
 
 
 def _write_lock(bd: BuildDir, manifest: CorpusManifest, manifest_path, videos: list[dict]) -> None:
+    from importlib.metadata import version
+
     import duckdb
-    import pyarrow
-    import webdataset
 
     lock = {
         "manifest_name": manifest.name,
@@ -321,9 +323,9 @@ def _write_lock(bd: BuildDir, manifest: CorpusManifest, manifest_path, videos: l
         "manifest_sha256": manifest.fingerprint(),
         "tools": {
             "ffmpeg": ffmpeg_version(),
-            "pyarrow": pyarrow.__version__,
+            "pyarrow": pa.__version__,
             "duckdb": duckdb.__version__,
-            "webdataset": getattr(webdataset, "__version__", "unknown"),
+            "webdataset": version("webdataset"),  # not imported: it pulls in torch (+190 MiB in the driver)
             "python": platform.python_version(),
         },
         "inputs": {v["video_id"]: v["sha256"] for v in sorted(videos, key=lambda v: v["video_id"])},

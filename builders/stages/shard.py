@@ -3,6 +3,8 @@
 Samples are sorted by clip id and packed into ``shards/<split>/<corpus>-<split>-%06d.tar`` until ``max_samples``
 or ``max_bytes``; each sample is ``<key>.mp4`` (or ``<key>.NNN.jpg`` frames) plus ``<key>.json`` with the clip's
 metadata. Tar members carry a fixed mtime, owner and mode; every tar is written under a temp name and renamed.
+Each shard is one unit of :class:`ShardStage` on the build's executor, so shards are written in parallel by the
+workers (the driver only plans them) and resume like every other stage.
 A shard whose member list and member checksums are unchanged is not rewritten. The index maps each clip to its
 shard, member name, data offset and size, so DuckDB can answer "which shards hold X".
 """
@@ -13,13 +15,17 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
-from builders.stages.base import stable_hash
-from corpus.atomic import temp_sibling, write_text_atomic
+from builders.stages.base import Stage, UnitResult, stable_hash
+from corpus.atomic import temp_sibling
 from corpus.ids import check_unique
+
+if TYPE_CHECKING:
+    from builders.executors.base import Executor
 
 SHARDS_DIR = "shards"
 TAR_MTIME = 0.0  # fixed: shards must not depend on when they were built
@@ -104,83 +110,76 @@ def shard_name(corpus: str, split: str, index: int) -> str:
     return f"{SHARDS_DIR}/{split}/{corpus}-{split}-{index:06d}.tar"
 
 
+class ShardStage(Stage):
+    """One unit per shard: write its tar from its samples' members; the rows are its index entries.
+
+    A shard whose samples are unchanged (keys and fingerprints) and whose tar is still there with its recorded size
+    is skipped by the executor, like any finished unit.
+    """
+
+    name: ClassVar[str] = "shard"
+    requires: ClassVar[tuple[str, ...]] = ("shard", "samples", "bytes")
+
+    def __init__(self, build_dir: str | Path) -> None:
+        self.build_dir = str(build_dir)
+
+    def unit_id(self, row: dict) -> str:
+        return row["shard"]
+
+    def fingerprint(self, row: dict) -> str:
+        return hashlib.sha256("".join(s.key + s.fingerprint for s in row["samples"]).encode()).hexdigest()
+
+    def cost(self, row: dict) -> float:
+        return float(row["bytes"])
+
+    def process(self, row: dict) -> UnitResult:
+        index = write_shard(Path(self.build_dir) / row["shard"], row["samples"])
+        return UnitResult(rows=[{**e, "shard": row["shard"]} for e in index], files=[row["shard"]])
+
+
 def write_series(
     build_dir: Path,
-    folder: str,
-    prefix: str,
-    samples: list[tuple[Sample, int]],
+    series: list[tuple[str, str, list[tuple[Sample, int]]]],
     max_samples: int,
     max_bytes: int,
-    on_shard: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[dict]:
-    """The one shard writer: pack (sample, size) pairs, in the given order, into ``<folder>/<prefix>-%06d.tar``.
+    """The one shard writer: pack each series' (sample, size) pairs, in the given order, into
+    ``<folder>/<prefix>-%06d.tar`` (``series``: (folder, prefix, samples) triples), and write the tars as
+    :class:`ShardStage` units on ``executor`` (default: in this process).
 
-    A shard whose samples are unchanged (by key and fingerprint, recorded in ``_state/shard/<prefix>-NNNNNN.json``)
-    is not rewritten; shards of this series left from an earlier, larger build are removed (they would be read as
-    data). Returns one index row per tar member: ``key, shard, member, offset, bytes, ext``.
+    Shards of a series left from an earlier, larger build are removed (they would be read as data). Returns one
+    index row per tar member: ``key, shard, member, offset, bytes, ext``, in series and shard order.
     """
-    rows: list[dict] = []
-    names: list[str] = []
-    for i, group in enumerate(plan_shards(samples, max_samples, max_bytes)):
-        name = f"{folder}/{prefix}-{i:06d}.tar"
-        names.append(name)
-        path = build_dir / name
-        marker = build_dir / "_state" / "shard" / f"{prefix}-{i:06d}.json"
-        fp = hashlib.sha256("".join(s.key + s.fingerprint for s in group).encode()).hexdigest()
-        try:
-            saved = json.loads(marker.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            saved = {}
-        if saved.get("fingerprint") == fp and path.exists() and path.stat().st_size == saved.get("bytes"):
-            index = saved["index"]
-        else:
-            index = write_shard(path, group)
-            record = {"fingerprint": fp, "bytes": path.stat().st_size, "index": index}
-            write_text_atomic(marker, json.dumps(record))
-        rows += [{**entry, "shard": name} for entry in index]
-        if on_shard:
-            on_shard(1)
-    keep = {Path(n).name for n in names}
-    if (build_dir / folder).exists():
-        for stale in (build_dir / folder).glob(f"{prefix}-*.tar"):
-            if stale.name not in keep:
-                stale.unlink()
-    return rows
+    from builders.executors.local import LocalExecutor
+
+    units: list[dict] = []
+    for folder, prefix, samples in series:
+        names = []
+        size_of = {s.key: n for s, n in samples}
+        for i, group in enumerate(plan_shards(samples, max_samples, max_bytes)):
+            name = f"{folder}/{prefix}-{i:06d}.tar"
+            names.append(name)
+            units.append({"shard": name, "samples": tuple(group), "bytes": sum(size_of[s.key] for s in group)})
+        keep = {Path(n).name for n in names}
+        if (build_dir / folder).exists():
+            for stale in (build_dir / folder).glob(f"{prefix}-*.tar"):
+                if stale.name not in keep:
+                    stale.unlink()
+    own = executor is None
+    executor = executor or LocalExecutor(1, show_progress=False)
+    try:
+        out = executor.run(str(build_dir), ShardStage(build_dir), units)
+    finally:
+        if own:
+            executor.close()
+    order = {u["shard"]: i for i, u in enumerate(units)}
+    return sorted(out.rows, key=lambda r: (order[r["shard"]], r["offset"]))
 
 
-def write_split_shards(
-    build_dir: Path,
-    corpus: str,
-    split: str,
-    clips: list[dict],
-    max_samples: int,
-    max_bytes: int,
-    on_shard: Callable[[int], None] | None = None,
-) -> tuple[list[dict], list[str]]:
-    """Write every shard of one split of a corpus; returns (shard index rows, shard names)."""
+def corpus_series(build_dir: Path, corpus: str, split: str, clips: list[dict]) -> tuple[str, str, list]:
+    """The shard series of one split of a corpus: its clips' samples sorted by clip id (keys checked unique)."""
     ordered = sorted(clips, key=lambda c: c["clip_id"])
     key_of = {c["clip_id"]: c["key"] for c in ordered}
     check_unique(key_of, key_of.__getitem__, f"shard keys of split {split!r}")  # never one sample over another
-    by_key = {c["key"]: c for c in ordered}
-    entries = write_series(
-        build_dir,
-        f"{SHARDS_DIR}/{split}",
-        f"{corpus}-{split}",
-        [clip_sample(build_dir, c) for c in ordered],
-        max_samples,
-        max_bytes,
-        on_shard,
-    )
-    index_rows = [
-        {
-            "clip_id": by_key[e["key"]]["clip_id"],
-            "key": e["key"],
-            "split": split,
-            "shard": e["shard"],
-            "member": e["member"],
-            "offset": e["offset"],
-            "bytes": e["bytes"],
-        }
-        for e in entries
-    ]
-    return index_rows, sorted({e["shard"] for e in entries})
+    return f"{SHARDS_DIR}/{split}", f"{corpus}-{split}", [clip_sample(build_dir, c) for c in ordered]
