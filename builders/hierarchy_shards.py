@@ -44,6 +44,7 @@ from typing import ClassVar
 
 import ffmpeg
 
+from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.probe import probe_video
@@ -316,6 +317,7 @@ def write_hierarchy_shards(
     settings: ShardSettings = ShardSettings(),
     workers: int = 1,
     retry_errors: bool = False,
+    executor: Executor | None = None,
 ) -> dict[str, int]:
     """Write the three shard levels of ``build_dir``; returns samples per ``<level>/<split>``.
 
@@ -352,9 +354,9 @@ def write_hierarchy_shards(
                 "frames": [[f["key"], f["t_s"]] for f in frames_of[vid]],
             }
         )
-    done = LocalExecutor(workers, show_progress=False, retry_errors=retry_errors).run(
-        str(build_dir), HierarchyMediaStage(str(build_dir), settings), units
-    )
+    executor = executor or LocalExecutor(workers, show_progress=False)  # ``executor``: e.g. a RayExecutor
+    executor.retry_errors = retry_errors
+    done = executor.run(str(build_dir), HierarchyMediaStage(str(build_dir), settings), units)
     errors += [e.to_dict() for e in done.errors]
     decoded = {r["video_id"]: r for r in done.rows}
     samples_of = {vid: _read_member_tar(build_dir / r["cache"]) for vid, r in decoded.items()}

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from cli.common import RetryErrors, fail
+from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import SurgcorpusError
 
 app = typer.Typer(help="SurgRec downstream benchmark: clip plans, split audit, build.", no_args_is_help=True)
@@ -153,6 +154,8 @@ def build(
     workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes")] = 1,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     retry_errors: RetryErrors = False,
+    executor: ExecutorKind = "local",
+    address: RayAddress = None,
 ) -> None:
     """Probe the raw videos, cut the published clips (frame-exact, H.264), write shards, tables, catalog, CSVs."""
     import yaml
@@ -169,9 +172,17 @@ def build(
             ]
         else:
             todo = [(load_benchmark_source(manifest), root)]
+        runner = make_executor(executor, address, workers, progress, retry_errors)  # one for every dataset
         for spec, raw in todo:
             res = build_dataset(
-                spec, raw, out, splits, workers=workers, show_progress=progress, retry_errors=retry_errors
+                spec,
+                raw,
+                out,
+                splits,
+                workers=workers,
+                show_progress=progress,
+                retry_errors=retry_errors,
+                executor=runner,
             )
             kinds = sorted({e.kind for e in res.errors})
             retried = f", {res.retried} failed unit(s) retried" if retry_errors else ""

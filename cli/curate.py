@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from cli.common import fail
+from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import SurgcorpusError
 
 app = typer.Typer(help="Embed clips, balance a pretraining corpus, check benchmark leakage.", no_args_is_help=True)
@@ -25,12 +26,21 @@ def embed_cmd(
     batch_size: int = typer.Option(32, show_default=True),
     workers: int = typer.Option(1, show_default=True, help="decode processes"),
     limit: int | None = typer.Option(None, help="embed at most this many new clips (a trial run)"),
+    executor: ExecutorKind = "local",
+    address: RayAddress = None,
 ) -> None:
     """Embed every clip not yet embedded by this encoder into tables/embeddings.parquet (resumable)."""
     from builders.stages.embed import embed_build
 
     try:
-        s = embed_build(build, encoder, batch_size=batch_size, workers=workers, limit=limit)
+        s = embed_build(
+            build,
+            encoder,
+            batch_size=batch_size,
+            workers=workers,
+            limit=limit,
+            executor=make_executor(executor, address, workers),
+        )
     except (SurgcorpusError, ValueError) as e:
         fail(f"error: {e}", 1)
     typer.echo(

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import typer
 
 from cli.common import RetryErrors, fail
+from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import AnnotationError, SurgcorpusError
 
 app = typer.Typer(
@@ -120,6 +121,8 @@ def shard(
     seed: Annotated[int, typer.Option(help="seed of hard-negative selection", show_default=True)] = 0,
     workers: Annotated[int, typer.Option(help="processes decoding videos", show_default=True)] = 1,
     retry_errors: RetryErrors = False,
+    executor: ExecutorKind = "local",
+    address: RayAddress = None,
 ) -> None:
     """Write hierarchical WebDataset shards: shards/<level>/<split>/<name>-<level>-<split>-%06d.tar.
 
@@ -131,7 +134,12 @@ def shard(
     settings = ShardSettings(name=name, n_frames=n_frames, size=size or None, max_samples=max_samples, seed=seed)
     try:
         counts = write_hierarchy_shards(
-            build, media=media, settings=settings, workers=workers, retry_errors=retry_errors
+            build,
+            media=media,
+            settings=settings,
+            workers=workers,
+            retry_errors=retry_errors,
+            executor=make_executor(executor, address, workers, False, retry_errors),
         )
     except SurgcorpusError as exc:
         fail(str(exc))

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from cli.common import BuildDir, Format, RetryErrors, fail
+from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import ManifestError, SurgcorpusError, ToolMissing
 
 app = typer.Typer(
@@ -70,6 +71,8 @@ def build(
     preset: Annotated[str, typer.Option(help="x264 preset of the clip encoder")] = "ultrafast",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars")] = True,
     retry_errors: RetryErrors = False,
+    executor: ExecutorKind = "local",
+    address: RayAddress = None,
 ) -> None:
     """Build a corpus, or resume an interrupted build: the same command redoes only unfinished or changed work.
 
@@ -91,6 +94,7 @@ def build(
             manifest_path=manifest,
             preset=preset,
             retry_errors=retry_errors,
+            executor=make_executor(executor, address, workers, progress),
         )
     except SurgcorpusError as exc:
         fail(str(exc))

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from builders.executors.base import load_done
 from builders.stages.base import Stage, UnitResult
+from cli.main import app
 from corpus.errors import ErrorRow
 from tests.conftest import generated_corpus, write_manifest
 
@@ -38,6 +40,9 @@ def cluster():
         try:
             yield c
         finally:
+            import ray
+
+            ray.shutdown()  # whichever executor connected this process (the CLI's or the fixture's)
             c.shutdown()
 
 
@@ -67,18 +72,19 @@ def _shard_digests(out: Path) -> dict[str, str]:
     }
 
 
-def test_ray_build_matches_the_local_executor_byte_for_byte(executor, generated, tmp_path):
+def test_ray_build_matches_the_local_executor_byte_for_byte(executor, cluster, generated, tmp_path):
     from builders.pipeline import build
     from corpus.manifest import load_manifest
 
-    m = load_manifest(write_manifest(tmp_path / "gen.yaml", generated_corpus(generated)))
-    local = build(m, tmp_path / "local", workers=1, show_progress=False)
-    on_ray = build(m, tmp_path / "ray", executor=executor, show_progress=False)
+    manifest = write_manifest(tmp_path / "gen.yaml", generated_corpus(generated))
+    build(load_manifest(manifest), tmp_path / "local", workers=1, show_progress=False)
+    ray = ["--executor", "ray", "--address", cluster.address]
+    result = CliRunner().invoke(app, ["build", str(manifest), "--out", str(tmp_path / "ray"), *ray, "--no-progress"])
+    assert result.exit_code == 0, result.output
 
     assert _shard_digests(tmp_path / "ray") == _shard_digests(tmp_path / "local") != {}
     assert _tables(tmp_path / "ray") == _tables(tmp_path / "local")
     assert _errors(tmp_path / "ray") == _errors(tmp_path / "local") != []
-    assert (on_ray.videos, on_ray.clips, on_ray.shards) == (local.videos, local.clips, local.shards)
     hosts_pids = {p.name for p in (tmp_path / "ray" / "logs").glob("worker-*.log")}
     assert len(hosts_pids) >= 2  # units ran in more than one worker process (one per node)
 
@@ -143,3 +149,13 @@ def test_every_node_must_see_the_build_dir(executor, tmp_path):
     executor.check_shared(str(tmp_path))  # one machine: every node sees it, and the probe file is gone again
     assert not any(p.name.startswith(".ray-probe-") for p in tmp_path.iterdir())
     assert json.dumps(sorted(os.listdir(tmp_path))) == "[]"
+
+
+def test_executor_options_are_checked(generated_manifest, tmp_path):
+    runner = CliRunner()
+    out = str(tmp_path / "b")
+    local = runner.invoke(app, ["build", str(generated_manifest), "--out", out, "--address", "auto"])
+    assert local.exit_code == 2 and "--address needs --executor ray" in local.output
+    unknown = runner.invoke(app, ["build", str(generated_manifest), "--out", out, "--executor", "dask"])
+    assert unknown.exit_code == 2 and "unknown --executor 'dask'" in unknown.output
+    assert not (tmp_path / "b" / "tables").exists()  # refused before any work
