@@ -39,6 +39,11 @@ class FakeRepo:
     branches: dict[str, dict[str, dict]] = field(default_factory=lambda: {"main": {}})  # branch -> path -> entry
     heads: dict[str, str] = field(default_factory=lambda: {"main": hashlib.sha1(b"init").hexdigest()})
     commits: list[dict] = field(default_factory=list)  # {"branch", "oid", "summary", "paths", "deleted"}
+    snapshots: dict[str, dict[str, dict]] = field(default_factory=dict)  # commit oid -> tree
+
+    def tree(self, rev: str) -> dict[str, dict] | None:
+        """The tree of a branch or of a commit (readers such as ``datasets`` resolve by commit sha)."""
+        return self.branches.get(rev) if rev in self.branches else self.snapshots.get(rev)
 
 
 class HubFake:
@@ -84,6 +89,8 @@ def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
         ("POST", "preupload", r"/api/datasets" + repo_part + r"/preupload/(?P<rev>[^/]+)"),
         ("POST", "commit", r"/api/datasets" + repo_part + r"/commit/(?P<rev>[^/]+)"),
         ("GET", "revision", r"/api/datasets" + repo_part + r"/revision/(?P<rev>[^/]+)"),
+        ("GET", "revision", r"/api/datasets" + repo_part),
+        ("POST", "paths-info", r"/api/datasets" + repo_part + r"/paths-info/(?P<rev>[^/]+)"),
         ("GET", "tree", r"/api/datasets" + repo_part + r"/tree/(?P<rev>[^/]+)(?P<sub>/.*)?"),
         ("POST", "lfs-batch", r"/datasets" + repo_part + r"\.git/info/lfs/objects/batch"),
         ("PUT", "lfs-put", r"/_lfs/(?P<oid>[0-9a-f]{64})"),
@@ -263,40 +270,66 @@ def _handler(hub: HubFake) -> type[BaseHTTPRequestHandler]:
                     tree = {p: e for p, e in tree.items() if not p.startswith(prefix)}
             oid = hashlib.sha1(r.heads[rev].encode() + body).hexdigest()
             r.branches[rev], r.heads[rev] = tree, oid
+            r.snapshots[oid] = dict(tree)
             r.commits.append({"branch": rev, "oid": oid, "summary": summary, "paths": paths, "deleted": deleted})
             return 200, {"commitUrl": f"{hub.url}/datasets/{repo}/commit/{oid}", "commitOid": oid}, None
 
-        def _revision(self, body, query, repo, rev):
+        def _revision(self, body, query, repo, rev="main"):
             r = self._repo(repo)
-            if r is None or rev not in r.branches:
+            if r is None or r.tree(rev) is None:
                 return self._missing()
-            siblings = [{"rfilename": p} for p in sorted(r.branches[rev])]
-            return 200, {"id": repo, "sha": r.heads[rev], "private": r.private, "siblings": siblings}, None
+            siblings = [{"rfilename": p} for p in sorted(r.tree(rev))]
+            sha = r.heads.get(rev, rev)
+            return 200, {"id": repo, "sha": sha, "private": r.private, "siblings": siblings}, None
+
+        def _paths_info(self, body, query, repo, rev):
+            r = self._repo(repo)
+            if r is None or r.tree(rev) is None:
+                return self._missing()
+            tree, out = r.tree(rev), []
+            for path in parse_qs(body.decode()).get("paths", []):
+                path = path.strip("/")
+                if path in tree:
+                    out.append(self._entry(path, tree[path]))
+                elif any(p.startswith(path + "/") for p in tree):
+                    out.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()})
+            return 200, out, None
+
+        def _entry(self, path: str, e: dict) -> dict:
+            data = hub.lfs[e["sha256"]] if e.get("sha256") else e["content"]
+            entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(data)}
+            if e.get("sha256"):
+                entry["lfs"] = {"oid": e["sha256"], "size": len(data), "pointerSize": 134}
+            return entry
 
         def _tree(self, body, query, repo, rev, sub=None):
             r = self._repo(repo)
-            if r is None or rev not in r.branches:
+            if r is None or r.tree(rev) is None:
                 return self._missing()
             prefix = (sub or "").strip("/")
-            out = []
-            for p, e in sorted(r.branches[rev].items()):
-                if prefix and not p.startswith(prefix + "/"):
-                    continue
-                data = hub.lfs[e["sha256"]] if e.get("sha256") else e["content"]
-                entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha1(data)}
-                if e.get("sha256"):
-                    entry["lfs"] = {"oid": e["sha256"], "size": len(data), "pointerSize": 134}
-                out.append(entry)
-            return 200, out, None
+            under = {p: e for p, e in r.tree(rev).items() if not prefix or p.startswith(prefix + "/")}
+            if query.get("recursive", ["false"])[0].lower() == "true":
+                return 200, [self._entry(p, e) for p, e in sorted(under.items())], None
+            out, dirs = [], set()  # not recursive: direct children, sub-folders as directory entries
+            for p, e in sorted(under.items()):
+                rest = p[len(prefix) + 1 :] if prefix else p
+                if "/" in rest:
+                    dirs.add((f"{prefix}/" if prefix else "") + rest.split("/")[0])
+                else:
+                    out.append(self._entry(p, e))
+            oid = lambda d: hashlib.sha1(d.encode()).hexdigest()  # noqa: E731
+            return 200, [{"type": "directory", "path": d, "oid": oid(d)} for d in sorted(dirs)] + out, None
 
         def _resolve(self, body, query, repo, rev, path):
             r = self._repo(repo)
-            if r is None or rev not in r.branches:
+            tree = None if r is None else r.tree(rev)
+            if tree is None:
                 return self._missing()
-            if path not in r.branches[rev]:
+            if path not in tree:
                 return 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"}
-            data = hub.files(repo, rev)[path]
-            headers = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": r.heads[rev]}
+            e = tree[path]
+            data = hub.lfs[e["sha256"]] if e.get("sha256") else e["content"]
+            headers = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": r.heads.get(rev, rev)}
             return 200, data, headers
 
     return Handler
