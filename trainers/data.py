@@ -214,16 +214,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.epoch, self.skip = epoch, batch
 
     def loader(self, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-        """The DataLoader for this stream: its workers, pinned memory on GPU, ``prefetch_factor`` batches ahead."""
-        workers = self.cfg.num_workers
-        return torch.utils.data.DataLoader(
-            self,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=pin_memory,
-            prefetch_factor=self.cfg.prefetch_factor if workers else None,
-            persistent_workers=False,
-        )
+        return make_loader(self, self.cfg, pin_memory)
 
     def _decode(self, sample: dict[str, Any], gen: torch.Generator) -> np.ndarray:
         where = f"{sample.get('__url__', '?')}: sample {sample['__key__']}"
@@ -266,3 +257,18 @@ class ClipStream(torch.utils.data.IterableDataset):
             if self.collate is not None:
                 batch.update(self.collate(batch, gen))
             yield batch
+
+
+def make_loader(
+    stream: torch.utils.data.IterableDataset, cfg, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
+    """The DataLoader of a batch stream: ``cfg.num_workers`` workers, pinned memory on GPU, ``cfg.prefetch_factor``
+    batches ahead (the stream yields whole batches)."""
+    workers = cfg.num_workers
+    return torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=cfg.prefetch_factor if workers else None,
+    )

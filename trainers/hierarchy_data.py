@@ -44,7 +44,7 @@ import torch
 from corpus.errors import DecodeError, MissingInput
 from corpus.hierarchy.schemas import read_hier_table
 from trainers.config import DataConfig
-from trainers.data import augment, batch_seed, decode_mp4_decord, decode_mp4_ffmpeg
+from trainers.data import augment, batch_seed, decode_mp4_decord, decode_mp4_ffmpeg, make_loader
 
 LEVELS = ("video", "operation", "frame")
 
@@ -205,14 +205,7 @@ class HierarchyStream(torch.utils.data.IterableDataset):
         self.epoch, self.skip = epoch, batch
 
     def loader(self, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-        workers = self.cfg.num_workers
-        return torch.utils.data.DataLoader(
-            self,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=pin_memory,
-            prefetch_factor=self.cfg.prefetch_factor if workers else None,
-        )
+        return make_loader(self, self.cfg, pin_memory)
 
     def _items(self, level: str, g: int) -> list[HierSample]:
         """Level ``level``'s samples in global batch ``g`` for this rank: positions of its endless permuted stream."""

@@ -151,6 +151,15 @@ def pending_units(build_dir: str, stage: Stage, rows: list[dict], retry_errors: 
     return todo, results, retried
 
 
+def gather(stage: Stage, rows: list[dict], results: dict[str, UnitResult], out: StageOutput) -> StageOutput:
+    """Fill ``out`` with every unit's rows and errors, in unit-id order (``rows`` sorted by unit id)."""
+    for row in rows:
+        res = results[stage.unit_id(row)]
+        out.rows.extend(res.rows)
+        out.errors.extend(res.errors)
+    return out
+
+
 def check_columns(stage: Stage, rows: list[dict]) -> None:
     """Fail before any unit starts when input rows lack a column the stage reads."""
     if not rows:

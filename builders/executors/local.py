@@ -14,7 +14,7 @@ import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from builders.executors.base import Executor, StageOutput, check_columns, pending_units, run_unit
+from builders.executors.base import Executor, StageOutput, check_columns, gather, pending_units, run_unit
 from builders.stages.base import Stage, UnitResult
 from corpus.progress import stage_progress
 
@@ -122,8 +122,4 @@ class LocalExecutor(Executor):
                     self.close(cancel=True)
                     raise
         out.ran = len(todo)
-        for row in rows:
-            res = results[stage.unit_id(row)]
-            out.rows.extend(res.rows)
-            out.errors.extend(res.errors)
-        return out
+        return gather(stage, rows, results, out)
