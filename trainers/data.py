@@ -260,7 +260,7 @@ class ClipStream(torch.utils.data.IterableDataset):
 
 
 def make_loader(
-    stream: torch.utils.data.IterableDataset, cfg, pin_memory: bool = False
+    stream: torch.utils.data.IterableDataset, cfg: DataConfig, pin_memory: bool = False
 ) -> torch.utils.data.DataLoader:
     """The DataLoader of a batch stream: ``cfg.num_workers`` workers, pinned memory on GPU, ``cfg.prefetch_factor``
     batches ahead (the stream yields whole batches)."""
