@@ -99,6 +99,21 @@ def _print(reports: list[dict], fmt: str) -> None:
     Console(width=200).print(table)
 
 
+def _with_splits(bench, splits: Path, root: Path | None, root_for: list[str] | None) -> list[tuple]:
+    """(dataset spec, its raw folder or None) for every dataset of ``bench`` with published splits in ``splits``:
+    the folder from ``--root-for NAME=PATH``, else ``<root>/<name>`` when it exists."""
+    roots = dict(item.split("=", 1) for item in root_for or [])
+    todo = []
+    for spec in bench.sources:
+        if not (splits / spec.dataset / "train.csv").is_file():
+            continue
+        raw = roots.get(spec.name) or roots.get(spec.dataset)
+        if raw is None and root is not None and (root / spec.name).is_dir():
+            raw = root / spec.name
+        todo.append((spec, Path(raw) if raw else None))
+    return todo
+
+
 @app.command("audit")
 def audit_cmd(
     dataset: Annotated[str, typer.Argument(help="dataset name, or 'all'")],
@@ -126,15 +141,7 @@ def audit_cmd(
             reports = [_audit_one(_spec(dataset, manifest), root, splits)]
         else:
             bench = load_benchmark(manifest or default_benchmark())
-            roots = dict(item.split("=", 1) for item in root_for or [])
-            reports = []
-            for spec in bench.sources:
-                if not (splits / spec.dataset / "train.csv").is_file():
-                    continue
-                raw = roots.get(spec.name) or roots.get(spec.dataset)
-                if raw is None and root is not None and (root / spec.name).is_dir():
-                    raw = root / spec.name
-                reports.append(_audit_one(spec, Path(raw) if raw else None, splits))
+            reports = [_audit_one(spec, raw, splits) for spec, raw in _with_splits(bench, splits, root, root_for)]
             if report is not None:
                 report.parent.mkdir(parents=True, exist_ok=True)
                 report.write_text(report_page(reports))
@@ -227,18 +234,10 @@ def fix_cmd(
         fail(f"--out {out} is inside --splits {splits}: the published splits are never overwritten")
     try:
         bench = load_benchmark(manifest or default_benchmark())
-        roots = dict(item.split("=", 1) for item in root_for or [])
         if dataset != "all":
             todo = [(bench.get(dataset), root)]
         else:
-            todo = []
-            for spec in bench.sources:
-                if not (splits / spec.dataset / "train.csv").is_file():
-                    continue
-                raw = roots.get(spec.name) or roots.get(spec.dataset)
-                if raw is None and root is not None and (root / spec.name).is_dir():
-                    raw = root / spec.name
-                todo.append((spec, Path(raw) if raw else None))
+            todo = _with_splits(bench, splits, root, root_for)
         lines = []
         for spec, raw in todo:
             planned = plan(spec, raw) if raw is not None and spec.adapter and spec.naming else None

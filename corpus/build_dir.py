@@ -37,7 +37,6 @@ from corpus.schemas import ERRORS, SCHEMAS, TABLES_DIR, table_path, to_table, wr
 
 LOCK_FILE = ".surgcorpus.lock"
 PROVENANCE_FILE = "build.lock"
-STATE_DIR = "_state"
 ERROR_SORT = ("stage", "video_id", "clip_id", "kind", "message")
 
 
@@ -137,9 +136,6 @@ class BuildDir:
         return write_catalog(self.path)
 
     # ---------------------------------------------------------------------------------------------- state
-
-    def state_dir(self, stage: str) -> Path:
-        return self.path / STATE_DIR / stage
 
     def write_provenance(self, record: dict) -> Path:
         """``build.lock``: manifest hash, tool versions and input checksums of the last complete build."""

@@ -78,10 +78,6 @@ class Killed(ResourceError):
     kind = "killed"
 
 
-# Error kinds a re-run would not repeat: units failing with them get no done-marker and run again next time.
-TRANSIENT_KINDS = frozenset({"fetch", "http_error", "resource", "out_of_memory", "disk_full", "killed"})
-
-
 def transient_error(exc: BaseException) -> ResourceError | None:
     """The transient error an exception raised inside a unit stands for, or None when it is not one."""
     if isinstance(exc, MemoryError):
@@ -132,3 +128,12 @@ class ErrorRow:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls] + [c for sub in cls.__subclasses__() for c in _subclasses(sub)]
+
+
+# Error kinds a re-run would not repeat (the ``retryable`` classes): units failing with them get no done-marker and
+# run again next time.
+TRANSIENT_KINDS = frozenset(c.kind for c in _subclasses(SurgcorpusError) if c.retryable)

@@ -46,6 +46,11 @@ class ModelConfig(_Section):
         shape = {k: getattr(self, k) for k in ("num_frames", "image_size", "patch", "tubelet")}
         return {**size, **shape}
 
+    def token_grid(self) -> tuple[int, int, int]:
+        """(time slots, rows, columns) of the ViT's tokens: what the mask generators cover."""
+        side = self.image_size // self.patch
+        return self.num_frames // self.tubelet, side, side
+
 
 class DataConfig(_Section):
     """How clips stream from the build (``corpus.sampling``) and are augmented (``trainers.data``)."""

@@ -165,9 +165,7 @@ class JEPARecipe(VideoRecipe):
         return parse_section(JEPAObjective, cfg.objective, f"recipe {self.name}")
 
     def collate(self, cfg: TrainConfig) -> MultiBlockMasking:
-        m = cfg.model
-        grid = (m.num_frames // m.tubelet, m.image_size // m.patch, m.image_size // m.patch)
-        return MultiBlockMasking(grid, self.objective(cfg).masks)
+        return MultiBlockMasking(cfg.model.token_grid(), self.objective(cfg).masks)
 
     def build_model(self, cfg: TrainConfig) -> JEPAModel:
         obj = self.objective(cfg)

@@ -129,9 +129,7 @@ class MAERecipe(VideoRecipe):
         return parse_section(MAEObjective, cfg.objective, f"recipe {self.name}")
 
     def collate(self, cfg: TrainConfig) -> TubeMasking:
-        m = cfg.model
-        grid = (m.num_frames // m.tubelet, m.image_size // m.patch, m.image_size // m.patch)
-        return TubeMasking(grid, self.objective(cfg).mask_ratio)
+        return TubeMasking(cfg.model.token_grid(), self.objective(cfg).mask_ratio)
 
     def build_model(self, cfg: TrainConfig) -> MAEModel:
         obj = self.objective(cfg)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builders.stages.base import Stage, UnitResult
-from corpus.atomic import temp_sibling
+from corpus.atomic import write_text_atomic
 from corpus.errors import TRANSIENT_KINDS, ErrorRow, transient_error
 
 STATE_DIR = "_state"
@@ -82,15 +81,7 @@ def mark_done(build_dir: str | Path, stage: Stage, row: dict, result: UnitResult
         "files": {k: v for k, v in files.items() if v >= 0},
         "errors": [e.to_dict() for e in result.errors],
     }
-    tmp = temp_sibling(path)
-    tmp.write_text(json.dumps(marker, default=str))
-    os.replace(tmp, path)
-
-
-def had_errors(build_dir: str | Path, stage: Stage, row: dict) -> bool:
-    """Whether the unit's marker (valid for this row) recorded an error."""
-    done = load_done(build_dir, stage, row)
-    return done is not None and bool(done.errors)
+    write_text_atomic(path, json.dumps(marker, default=str))
 
 
 def run_unit(build_dir: str, stage: Stage, row: dict, interrupted: Callable[[], bool] = lambda: False) -> UnitResult:
