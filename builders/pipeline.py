@@ -19,7 +19,7 @@ import os
 import platform
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ import pyarrow as pa
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
+from builders.stages.base import Stage
 from builders.stages.clip import CLIPS_DIR, ClipStage, split_clip_rows
 from builders.stages.dedup import dedup
 from builders.stages.fetch import FetchStage
@@ -39,7 +40,7 @@ from corpus.build_dir import BuildDir
 from corpus.errors import ErrorRow
 from corpus.figures import build_figures
 from corpus.ids import check_unique, safe_relpath, sample_key, video_id
-from corpus.manifest import CorpusManifest, Source
+from corpus.manifest import ClipSpec, CorpusManifest, Source
 from corpus.progress import console
 from corpus.resolve import official_splits, resolve_plan
 from corpus.schemas import table_path, write_rows, write_table
@@ -74,6 +75,17 @@ class BuildSummary:
         return sum(self.errors.values())
 
 
+@dataclass(frozen=True)
+class VideoStages:
+    """The per-video stages a build runs, as factories: ``fetch(cache_dir)``, ``probe()``,
+    ``clip(build_dir, clips_spec, preset)``. A benchmark may pass simulated ones (``bench/corpus_scale.py``) to
+    drive the real driver at corpus size without decoding."""
+
+    fetch: Callable[[str], Stage] = FetchStage
+    probe: Callable[[], Stage] = ProbeStage
+    clip: Callable[[str, ClipSpec, str], Stage] = ClipStage
+
+
 # ---------------------------------------------------------------------------------------------------- build
 
 
@@ -98,12 +110,15 @@ def build(
     manifest_path: str | Path | None = None,
     preset: str = "ultrafast",
     retry_errors: bool = False,
+    stages: VideoStages = VideoStages(),
 ) -> BuildSummary:
     """Build (or resume) the corpus described by ``manifest`` into ``out`` (``retry_errors``: re-run the units
     that failed before; transient failures are re-run anyway). Holds the build dir's writer lock throughout."""
     bd = BuildDir(out)
     with bd.writing("build"):
-        return _build(manifest, bd, workers, executor, cache_dir, show_progress, manifest_path, preset, retry_errors)
+        return _build(
+            manifest, bd, workers, executor, cache_dir, show_progress, manifest_path, preset, retry_errors, stages
+        )
 
 
 def _build(
@@ -116,6 +131,7 @@ def _build(
     manifest_path: str | Path | None,
     preset: str,
     retry_errors: bool,
+    stages: VideoStages,
 ) -> BuildSummary:
     out = bd.path
     handler = _setup_logging(out)
@@ -140,12 +156,12 @@ def _build(
         with timer("annotate"):
             errors += _annotate(manifest, plan, out)
         with timer("fetch"):
-            fetched = executor.run(str(out), FetchStage(str(cache)), plan)
+            fetched = executor.run(str(out), stages.fetch(str(cache)), plan)
         errors += fetched.errors
         write_rows(out, "fetch", fetched.rows, sort_by=["video_id"])
 
         with timer("probe"):
-            probed = executor.run(str(out), ProbeStage(), fetched.rows)
+            probed = executor.run(str(out), stages.probe(), fetched.rows)
         errors += probed.errors
         write_rows(out, "probe", probed.rows, sort_by=["video_id"])
         facts = {r["video_id"]: r for r in probed.rows}
@@ -155,7 +171,7 @@ def _build(
         ]
 
         with timer("clip"):
-            cut = executor.run(str(out), ClipStage(str(out), manifest.clips, preset), videos)
+            cut = executor.run(str(out), stages.clip(str(out), manifest.clips, preset), videos)
         errors += cut.errors
         clips, measured = split_clip_rows(cut.rows)
         for v in videos:  # the clip pass counted the decoded frames: they replace the header's figures
