@@ -159,3 +159,26 @@ def test_executor_options_are_checked(generated_manifest, tmp_path):
     unknown = runner.invoke(app, ["build", str(generated_manifest), "--out", out, "--executor", "dask"])
     assert unknown.exit_code == 2 and "unknown --executor 'dask'" in unknown.output
     assert not (tmp_path / "b" / "tables").exists()  # refused before any work
+
+
+def test_a_local_ray_starts_beside_a_running_cluster_with_warm_workers(cluster, tmp_path):
+    """With no address the executor starts its own Ray even though another one (the fixture's) runs on this
+    machine, and its start-up imports the driver's stage modules in every worker slot."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, ray, builders.stages.probe\n"
+        "from builders.executors.ray import RayExecutor\n"
+        "ex = RayExecutor(workers=1, show_progress=False)\n"
+        "warmed = ex.start(wait=True)\n"
+        "print(json.dumps({'gcs': ray.get_runtime_context().gcs_address, 'warmed': warmed}))\n"
+        "ex.close()\n"
+    )
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["gcs"] != cluster.address  # its own Ray, not the cluster that runs here
+    assert len(got["warmed"]) == 1  # one worker slot
+    assert {"builders.stages.probe", "builders.executors.ray"} <= set(got["warmed"][0][1])
