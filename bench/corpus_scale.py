@@ -16,8 +16,8 @@ same names and row columns, that generate their rows deterministically from the 
 
 Each size is built from scratch in a child process (``_child``) with ``--workers`` local workers; the driver's peak
 RSS is the child's own ``VmHWM`` (``/proc/self/status``; workers are separate processes, not counted), recorded
-also at the end of each stage. Table writes and merges the driver makes (``write_rows``, ``write_table``,
-``merge_parts`` ..., whichever the driver calls) are timed by wrapping those functions in the child.
+also at the end of each stage. The table writes, reads and merges the driver makes (``write_table``,
+``StageOutput.merge`` ..., whichever of ``_timed_calls`` the driver has) are timed by wrapping them in the child.
 
 Inputs are generated once into ``--scratch`` (default ``/tmp/corpus_scale``; the full size needs about 5 GB of
 annotation text plus the build: check ``df`` first), never into the repository; each size's sources are hard links
@@ -291,34 +291,43 @@ def _table_of(name: str, args: tuple, kwargs: dict) -> str:
     return name
 
 
-def _install_timers(record: list[dict], stage_hwm: dict[str, int]) -> None:
-    """Time the driver's table writes and merges, and note the peak RSS at the end of each stage."""
+# What the child times, where present (the driver changes; a name it no longer has is skipped): (owner, attribute,
+# label, is a method). Each call is recorded with the table it writes, reads or merges.
+def _timed_calls() -> list[tuple[object, str, str, bool]]:
+    import builders.executors.base as executor_base
     import builders.pipeline as pipeline
     from corpus.build_dir import BuildDir
 
-    def timed(name: str, fn):
+    calls: list[tuple[object, str, str, bool]] = [
+        (pipeline, name, name, False)
+        for name in ("write_rows", "write_table", "merge_parts", "_plan_shards", "_finish_videos", "_write_lock")
+    ]
+    calls += [
+        (BuildDir, name, f"BuildDir.{name}", True) for name in ("write_rows", "replace_errors", "refresh_catalog")
+    ]
+    calls += [(executor_base.StageOutput, name, f"StageOutput.{name}", True) for name in ("merge", "read")]
+    return calls
+
+
+def _install_timers(record: list[dict], stage_hwm: dict[str, int]) -> None:
+    """Time the driver's table writes, reads and merges, and note the peak RSS at the end of each stage."""
+    import builders.pipeline as pipeline
+
+    def timed(label: str, fn, method: bool):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                record.append(
-                    {
-                        "call": name,
-                        "table": _table_of(name, args[1:] if name.startswith("BuildDir.") else args, kwargs),
-                        "s": time.perf_counter() - t,
-                    }
-                )
+                table = _table_of(label, args[1:] if method else args, kwargs)
+                record.append({"call": label, "table": table, "s": time.perf_counter() - t})
 
         return wrapper
 
-    for name in ("write_rows", "write_table", "merge_parts", "merge_table", "merge_tables", "write_parts"):
-        if hasattr(pipeline, name):
-            setattr(pipeline, name, timed(name, getattr(pipeline, name)))
-    for name in ("write_rows", "write_table", "merge_parts", "replace_errors", "refresh_catalog"):
-        if hasattr(BuildDir, name):
-            setattr(BuildDir, name, timed(f"BuildDir.{name}", getattr(BuildDir, name)))
+    for owner, name, label, method in _timed_calls():
+        if hasattr(owner, name):
+            setattr(owner, name, timed(label, getattr(owner, name), method))
     if hasattr(pipeline, "_timed"):
         original = pipeline._timed
 
@@ -421,10 +430,16 @@ def run_size(scratch: Path, n: int, workers: int) -> dict:
     return report
 
 
+_WHOLE = ("_plan_shards", "_finish_videos", "_write_lock", "BuildDir.replace_errors", "BuildDir.refresh_catalog")
+
+
 def _merge_s(report: dict) -> dict[str, float]:
+    """Seconds per operation: ``<call> <table>`` (a write, read or merge of one table) or the call's name."""
     per: dict[str, float] = {}
     for w in report.get("table_writes", []):
-        per[w["table"]] = per.get(w["table"], 0.0) + w["s"]
+        call = w["call"].split(".")[-1]
+        key = call if w["call"] in _WHOLE else f"{call} {w['table']}"
+        per[key] = per.get(key, 0.0) + w["s"]
     return per
 
 
@@ -497,12 +512,12 @@ def write_results(reports: list[dict], args: argparse.Namespace) -> None:
             + " | ".join(f"{r['driver_peak_rss_mib_after_stage'].get(k, float('nan')):.0f}" for k in names)
             + " |"
         )
-    lines += ["", "Table writes and merges by the driver (s, summed per table):", ""]
-    tables = sorted({k for r in ok for k in _merge_s(r)})
-    lines += ["| videos | " + " | ".join(tables) + " |", "| ---: |" + " ---: |" * len(tables)]
-    for r in ok:
-        m = _merge_s(r)
-        lines.append(f"| {r['videos']} | " + " | ".join(f"{m.get(k, 0.0):.2f}" for k in tables) + " |")
+    lines += ["", "Table writes, reads and merges in the driver (s, summed per operation and table):", ""]
+    ops = sorted({k for r in ok for k in _merge_s(r)})
+    lines += ["| operation | " + " | ".join(f"{r['videos']} videos" for r in ok) + " |"]
+    lines += ["| --- |" + " ---: |" * len(ok)]
+    for op in ops:
+        lines.append(f"| {op} | " + " | ".join(f"{_merge_s(r).get(op, 0.0):.2f}" for r in ok) + " |")
     lines += [""]
     if slope is not None:
         lines.append(f"Peak RSS against videos, log-log slope: {slope:.2f} (1.0 = linear; below 1 = sub-linear).")
