@@ -3,7 +3,11 @@ command wrote it: build, embed, balance, leakage, hierarchy, benchmark), plus th
 tables are all present (the hierarchy's ``operation_details`` and ``frame_details``).
 
 Views use absolute paths so the file works from any working directory; ``connect`` re-creates them in memory
-from the build dir's current location, so a moved or copied build dir still queries correctly.
+from the build dir's current location, so a moved or copied build dir still queries correctly. Creating a view
+reads its Parquet file's footer (about 1 ms for a small table, more for a table of millions of rows and thousands
+of row groups), so ``query`` creates only the views its SQL names (all of them for SQL that lists the catalog:
+``SHOW``, ``information_schema``, ``duckdb_*``), and its connection caches Parquet metadata, so that the view and
+the query read a footer once.
 
 >>> rows = query("build/demo", "SELECT split, count(*) AS n FROM clips GROUP BY split")  # doctest: +SKIP
 """
@@ -14,6 +18,8 @@ import csv
 import io
 import json
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
@@ -56,9 +62,12 @@ def _views(build_dir: Path) -> list[tuple[str, Path]]:
     return sorted((p.stem, p.resolve()) for p in tables.glob("*.parquet")) if tables.exists() else []
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, build_dir: Path) -> list[str]:
+def _create_views(con: duckdb.DuckDBPyConnection, build_dir: Path, only: set[str] | None = None) -> list[str]:
+    """A view per table (``only``: of these tables), and the joins whose tables are all there."""
     names = []
     for name, path in _views(build_dir):
+        if only is not None and name not in only:
+            continue
         literal = str(path).replace("'", "''")
         con.execute(f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{literal}')")
         names.append(name)
@@ -66,6 +75,23 @@ def _create_views(con: duckdb.DuckDBPyConnection, build_dir: Path) -> list[str]:
         if needs <= set(names):
             con.execute(sql)
     return names
+
+
+_LISTS_CATALOG = re.compile(r"\b(show|information_schema|duckdb_\w+|pragma|sqlite_master|pg_catalog)\b", re.I)
+_JOIN_NAME = re.compile(r"VIEW (\w+) AS")
+
+
+def tables_named(sql: str, build_dir: str | Path) -> set[str] | None:
+    """The tables whose views ``sql`` may use: every table (or join) whose name is a word of it, with a join's
+    tables; None (all of them) when it names none or lists the catalog itself."""
+    if _LISTS_CATALOG.search(sql):
+        return None
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)}
+    named = {name for name, _ in _views(Path(build_dir)) if name.lower() in words}
+    for needs, join in JOINS:
+        if _JOIN_NAME.search(join).group(1) in words:
+            named |= needs
+    return named or None
 
 
 def write_catalog(build_dir: str | Path) -> Path:
@@ -83,21 +109,22 @@ def write_catalog(build_dir: str | Path) -> Path:
     return final
 
 
-def connect(build_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with a view per table of ``build_dir``."""
+def connect(build_dir: str | Path, tables: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with a view per table of ``build_dir`` (``tables``: only of these)."""
     build_dir = Path(build_dir)
     if not (build_dir / TABLES_DIR).exists():
         raise FileNotFoundError(
             f"{build_dir}: not a build dir (no {TABLES_DIR}/ folder); run `surgcorpus build` first"
         )
     con = duckdb.connect()
-    _create_views(con, build_dir)
+    con.execute("SET parquet_metadata_cache = true")  # a view and its query read the footer once
+    _create_views(con, build_dir, None if tables is None else set(tables))
     return con
 
 
 def query(build_dir: str | Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-    """Run SQL against a build's views; returns (column names, rows)."""
-    con = connect(build_dir)
+    """Run SQL against a build's views (those it names, see :func:`tables_named`); returns (column names, rows)."""
+    con = connect(build_dir, tables_named(sql, build_dir))
     try:
         cur = con.execute(sql, params or [])
         cols = [d[0] for d in cur.description] if cur.description else []
