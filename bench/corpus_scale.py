@@ -383,7 +383,39 @@ def _du_mib(path: Path) -> float:
     return int(res.stdout.split()[0]) / 1024 if res.returncode == 0 else float("nan")
 
 
-def run_size(scratch: Path, n: int, workers: int) -> dict:
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _last_stage(out: Path) -> str:
+    """The stage the build log last started (where a killed build was)."""
+    log = out / "logs" / "build.log"
+    started = [ln.split("stage ", 1)[1].split(":")[0] for ln in log.read_text().splitlines() if ": start" in ln]
+    return started[-1] if started else "plan"
+
+
+def _watch(cmd: list[str], limit_gib: float) -> tuple[int, int, bool]:
+    """Run the child, sampling its RSS twice a second; kill it above ``limit_gib`` (a shared machine must not
+    swap). Returns (exit code, largest sampled RSS in KiB, killed)."""
+    proc = subprocess.Popen(cmd)
+    peak, killed = 0, False
+    while proc.poll() is None:
+        rss = _rss_kib(proc.pid)
+        peak = max(peak, rss)
+        if rss > limit_gib * 2**20:
+            proc.kill()
+            killed = True
+        time.sleep(0.5)
+    return proc.wait(), peak, killed
+
+
+def run_size(scratch: Path, n: int, workers: int, limit_gib: float) -> dict:
     """Prepare and build ``n`` videos from scratch in a child process; returns the child's report plus context."""
     t = time.perf_counter()
     manifest = prepare(scratch, n)
@@ -405,15 +437,17 @@ def run_size(scratch: Path, n: int, workers: int) -> dict:
     ]
     print(f"[{time.strftime('%H:%M:%S')}] {n} videos: building into {out}", flush=True)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, check=False)
+    code, sampled, killed = _watch(cmd, limit_gib)
     elapsed = time.perf_counter() - t
     load_after = os.getloadavg()
-    if proc.returncode != 0 or not result.exists():
+    if code != 0 or not result.exists():
+        why = f"killed above {limit_gib:g} GiB" if killed else f"exit code {code}"
         return {
             "videos_planned": n,
-            "failed": f"exit code {proc.returncode}",
+            "failed": f"{why} in stage {_last_stage(out)}",
             "elapsed_s": elapsed,
-            "load_average_before_after": [load_before[0], load_after[0]],
+            "driver_sampled_peak_rss_mib": sampled / 1024,
+            "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         }
     report = json.loads(result.read_text())
     report.update(
@@ -422,6 +456,7 @@ def run_size(scratch: Path, n: int, workers: int) -> dict:
             "expected_frames": sum(frames_of(i) for i in range(n)),
             "prepare_s": prepare_s,
             "process_s": elapsed,
+            "driver_sampled_peak_rss_mib": sampled / 1024,
             "build_dir_mib": _du_mib(out),
             "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         }
@@ -482,7 +517,8 @@ def write_results(reports: list[dict], args: argparse.Namespace) -> None:
     for r in reports:
         if "failed" in r:
             lines.append(
-                f"| {r['videos_planned']} | failed: {r['failed']} after {r['elapsed_s']:.0f} s | | | | | | "
+                f"| {r['videos_planned']} | failed: {r['failed']} after {r['elapsed_s']:.0f} s | | | "
+                f"{r['driver_sampled_peak_rss_mib']:.0f} (sampled) | | | "
                 f"{r['load_average_before_after'][0]:.1f} / {r['load_average_before_after'][1]:.1f} |"
             )
             continue
@@ -541,6 +577,7 @@ def main() -> None:
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/corpus_scale"))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--note", default="", help="a sentence written into the results (e.g. which driver)")
+    ap.add_argument("--limit-gib", type=float, default=12.0, help="kill a driver whose RSS exceeds this")
     ap.add_argument("--keep", action="store_true", help="keep every build dir (default: only the largest)")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.videos.split(","))
@@ -553,7 +590,7 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
     reports = []
     for n in sizes:
-        reports.append(run_size(args.scratch, n, args.workers))
+        reports.append(run_size(args.scratch, n, args.workers, args.limit_gib))
         if not args.keep and n != max(sizes):
             shutil.rmtree(args.scratch / f"n{n}" / "build", ignore_errors=True)
     write_results(reports, args)

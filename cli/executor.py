@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from builders.executors.base import Executor
 from cli.common import fail
+
+if TYPE_CHECKING:  # not at run time: it loads pyarrow, 0.3-1 s of every command that never runs an executor
+    from builders.executors.base import Executor
 
 ExecutorKind = Annotated[
     str,

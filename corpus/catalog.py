@@ -25,9 +25,9 @@ from pathlib import Path
 import duckdb
 
 from corpus.atomic import temp_sibling
-from corpus.schemas import TABLES_DIR
 
 CATALOG = "catalog.duckdb"
+TABLES_DIR = "tables"  # corpus.schemas.TABLES_DIR, not imported: it loads pyarrow (0.3-1 s of each `surgcorpus query`)
 
 OPERATION_DETAILS = """
 CREATE OR REPLACE VIEW operation_details AS

@@ -35,3 +35,16 @@ def test_tables_named(build):
     assert tables_named("SELECT * FROM frame_details", build) == {"hier_videos", "operations", "frames"}
     assert tables_named("SELECT 42", build) is None
     assert tables_named("SELECT table_name FROM information_schema.tables", build) is None
+
+
+def test_the_query_command_loads_neither_pyarrow_nor_numpy():
+    """`surgcorpus query` starts a fresh process each time: pyarrow and numpy would cost it 0.3-1 s."""
+    import subprocess
+    import sys
+
+    from corpus import catalog, schemas
+
+    assert catalog.TABLES_DIR == schemas.TABLES_DIR
+    code = "import sys, cli.main, corpus.catalog; print(sorted({'pyarrow', 'numpy'} & set(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
