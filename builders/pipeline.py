@@ -199,8 +199,7 @@ def _build(
             sharded.merge(out, "shards", table_path(out, "shards"), sorted_by="shard")
         errors += sharded.errors
         os.replace(staged, table_path(out, "clips"))
-        n_clips = Counter(pq.read_table(table_path(out, "clips"), columns=["video_id"])["video_id"].to_pylist())
-        videos = _finish_videos(videos, splits, dd.video_dup, n_clips)
+        videos = _finish_videos(videos, splits, dd.video_dup, _clips_per_video(table_path(out, "clips")))
         write_table(videos, table_path(out, "videos"))
         bd.replace_errors(BUILD_STAGES | {e.stage for e in errors}, errors)
         bd.refresh_catalog()
@@ -246,11 +245,18 @@ def _remove_stale_clips(out: Path, video_ids: list[str]) -> None:
     current = {root / safe_relpath(v) for v in video_ids}
     if not root.exists():
         return
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and f.parent not in current and not (f.suffix == ".jpg" and f.parent.parent in current):
-            log.info("removing stale clip file %s", f)
-            f.unlink()
-    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    visited: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here in current:  # a current video's folder: its clips stay (never list millions of clip files)
+            dirnames.clear()
+            continue
+        visited.append(here)
+        dirnames.sort()
+        for name in sorted(filenames):
+            log.info("removing stale clip file %s", here / name)
+            (here / name).unlink()
+    for d in sorted(visited[1:], key=lambda p: len(p.parts), reverse=True):
         if not any(d.iterdir()):
             d.rmdir()
 
@@ -322,8 +328,13 @@ def _measured(videos: pa.Table, facts: pa.Table) -> pa.Table:
     return joined.select(videos.column_names)
 
 
+def _clips_per_video(clips: Path) -> dict[str, int]:
+    counts = pc.value_counts(pq.read_table(clips, columns=["video_id"])["video_id"])
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
 def _finish_videos(
-    videos: pa.Table, splits: dict, video_dup: dict[str, tuple[str, str]], n_clips: Counter
+    videos: pa.Table, splits: dict, video_dup: dict[str, tuple[str, str]], n_clips: dict[str, int]
 ) -> pa.Table:
     """The ``videos`` table: per-video facts plus split, duplicate and clip count (one row per video)."""
     ids = videos["video_id"].to_pylist()
