@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -118,6 +119,54 @@ def phase_text(i: int, numbers: list[str]) -> str:
             tail = f"\t{PHASES[p]}\n"
             out.append(tail.join(numbers[a:b]) + tail)
     return "".join(out)
+
+
+def frame_labels_table(ids: list[int]) -> pa.Table:
+    """The ``frame_labels`` rows the build's ``annotate`` stage makes from the phase files of videos ``ids`` (in
+    that order), built column-wise (for a corpus-size table without a corpus-size build)."""
+    from builders.stages.annotate import FRAME_LABELS_OUT
+
+    counts = [frames_of(i) for i in ids]
+    phase = np.concatenate(
+        [np.repeat(np.arange(len(PHASES)), np.diff(phase_bounds(i, n))) for i, n in zip(ids, counts, strict=True)]
+    )
+    owner = np.repeat(np.arange(len(ids)), counts)
+    frame = np.concatenate([np.arange(n) for n in counts])
+    vids = [f"{SOURCES[i % len(SOURCES)][0]}/{native_id(i)}" for i in ids]
+
+    def by(values: list[str], index: np.ndarray) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), pa.array(values)).cast(pa.string())
+
+    columns = {
+        "video_id": by(vids, owner),
+        "level": by(["phase"], np.zeros(len(frame), np.int32)),
+        "frame": pa.array(frame, pa.int64()),
+        "time_s": pa.array(frame / FPS),
+        "label": by(list(PHASES), phase),
+        "label_id": pa.array(phase.astype(np.int32)),
+        "annotation_id": by([f"cholec80/{native_id(i)}" for i in ids], owner),
+        "source": by([v.split("/")[0] for v in vids], owner),
+    }
+    return pa.table(columns, schema=FRAME_LABELS_OUT)
+
+
+def write_frame_labels(n: int, dest: Path, chunk: int = 64) -> int:
+    """Write the first ``n`` videos' ``frame_labels`` to ``dest`` in the driver's layout: sorted by video id, row
+    groups of ``corpus.parts.ROW_GROUP_ROWS`` rows, the driver's writer (``corpus.parts.PartWriter``). Returns
+    the rows."""
+    from builders.stages.annotate import FRAME_LABELS_OUT
+    from corpus.parts import ROW_GROUP_ROWS, PartWriter
+
+    ids = sorted(range(n), key=lambda i: f"{SOURCES[i % len(SOURCES)][0]}/{native_id(i)}")
+    carry = FRAME_LABELS_OUT.empty_table()
+    with PartWriter(dest, FRAME_LABELS_OUT) as w:
+        for k in range(0, n, chunk):
+            t = pa.concat_tables([carry, frame_labels_table(ids[k : k + chunk])])
+            whole = t.num_rows - t.num_rows % ROW_GROUP_ROWS  # whole row groups now, the rest with the next chunk
+            w.write(t.slice(0, whole))
+            carry = t.slice(whole)
+        w.write(carry)
+    return w.rows
 
 
 # ----------------------------------------------------------------------------------------- simulated stages
