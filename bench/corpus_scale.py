@@ -15,9 +15,10 @@ same names and row columns, that generate their rows deterministically from the 
   H.264 file per video that every clip row of that video points to (the shards pack it once per clip).
 
 Each size is built from scratch in a child process (``_child``) with ``--workers`` local workers; the driver's peak
-RSS is the child's own ``VmHWM`` (``/proc/self/status``; workers are separate processes, not counted), recorded
-also at the end of each stage. The table writes, reads and merges the driver makes (``write_table``,
-``StageOutput.merge`` ..., whichever of ``_timed_calls`` the driver has) are timed by wrapping them in the child.
+RSS is the child's own ``VmHWM`` (``/proc/self/status``; workers are separate processes, not counted), also per
+stage (reset through ``/proc/self/clear_refs`` at each stage's start). The table writes, reads and merges the
+driver makes (``write_table``, ``StageOutput.merge`` ..., whichever of ``_timed_calls`` the driver has) are timed
+by wrapping them in the child.
 
 Inputs are generated once into ``--scratch`` (default ``/tmp/corpus_scale``; the full size needs about 5 GB of
 annotation text plus the build: check ``df`` first), never into the repository; each size's sources are hard links
@@ -328,6 +329,11 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+def _reset_hwm() -> None:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux: ``/proc/self/clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def _table_of(name: str, args: tuple, kwargs: dict) -> str:
     """Which table a wrapped writer call writes: a ``.parquet`` path's stem, or the first plain name argument."""
     values = [*args, *kwargs.values()]
@@ -359,7 +365,7 @@ def _timed_calls() -> list[tuple[object, str, str, bool]]:
 
 
 def _install_timers(record: list[dict], stage_hwm: dict[str, int]) -> None:
-    """Time the driver's table writes, reads and merges, and note the peak RSS at the end of each stage."""
+    """Time the driver's table writes, reads and merges, and note the peak RSS within each stage."""
     import builders.pipeline as pipeline
 
     def timed(label: str, fn, method: bool):
@@ -382,9 +388,13 @@ def _install_timers(record: list[dict], stage_hwm: dict[str, int]) -> None:
 
         @contextlib.contextmanager
         def stage_timer(summary, name):
+            # the peak since the last reset (before the first stage, or between stages) goes to "between"
+            stage_hwm["between"] = max(stage_hwm.get("between", 0), _status_kib("VmHWM"))
+            _reset_hwm()
             with original(summary, name):
                 yield
             stage_hwm[name] = _status_kib("VmHWM")
+            _reset_hwm()
 
         pipeline._timed = stage_timer
 
@@ -402,8 +412,11 @@ def _child(manifest_path: Path, out: Path, workers: int, media: str, result: Pat
     tables = {p.stem: pq.ParquetFile(p).metadata for p in sorted((out / "tables").glob("*.parquet"))}
     report = {
         "wall_s": wall,
-        "driver_peak_rss_mib": _status_kib("VmHWM") / 1024,
-        "driver_peak_rss_mib_after_stage": {k: v / 1024 for k, v in stage_hwm.items()},
+        "driver_peak_rss_mib": max([_status_kib("VmHWM"), *stage_hwm.values()]) / 1024,
+        "driver_peak_rss_mib_in_stage": {
+            **{k: v / 1024 for k, v in stage_hwm.items()},
+            "between": max(stage_hwm.get("between", 0), _status_kib("VmHWM")) / 1024,
+        },
         "stage_s": summary.stage_seconds,
         "videos": summary.videos,
         "clips": summary.clips,
@@ -581,20 +594,23 @@ def write_results(reports: list[dict], args: argparse.Namespace) -> None:
             f"{r['shards']} | {r['driver_peak_rss_mib']:.0f} | {r['wall_s']:.0f} | {stages} | "
             f"{la[0]:.1f} / {la[1]:.1f} |"
         )
-    lines += ["", "Driver peak RSS at the end of each stage (MiB, cumulative):", ""]
+    lines += [
+        "",
+        "Driver peak RSS within each stage (MiB; `VmHWM` reset at each stage's start; `between`: before the first "
+        "stage, between stages and after the last, where the driver writes and merges tables):",
+        "",
+    ]
     names = sorted(
-        {k for r in ok for k in r["driver_peak_rss_mib_after_stage"]},
+        {k for r in ok for k in r["driver_peak_rss_mib_in_stage"]},
         key=lambda k: min(
-            list(r["driver_peak_rss_mib_after_stage"]).index(k)
-            for r in ok
-            if k in r["driver_peak_rss_mib_after_stage"]
+            list(r["driver_peak_rss_mib_in_stage"]).index(k) for r in ok if k in r["driver_peak_rss_mib_in_stage"]
         ),
     )
     lines += ["| videos | " + " | ".join(names) + " |", "| ---: |" + " ---: |" * len(names)]
     for r in ok:
         lines.append(
             f"| {r['videos']} | "
-            + " | ".join(f"{r['driver_peak_rss_mib_after_stage'].get(k, float('nan')):.0f}" for k in names)
+            + " | ".join(f"{r['driver_peak_rss_mib_in_stage'].get(k, float('nan')):.0f}" for k in names)
             + " |"
         )
     lines += ["", "Table writes, reads and merges in the driver (s, summed per operation and table):", ""]
