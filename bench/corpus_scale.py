@@ -643,8 +643,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--note", default="", help="a sentence written into the results (e.g. which driver)")
     ap.add_argument("--limit-gib", type=float, default=12.0, help="kill a driver whose RSS exceeds this")
+    ap.add_argument(
+        "--frame-labels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only write the frame_labels table the build would write for N videos to SCRATCH/flN/tables/ "
+        "(for bench/query_latency.py at corpus size), and stop",
+    )
     ap.add_argument("--keep", action="store_true", help="keep every build dir (default: only the largest)")
     args = ap.parse_args()
+    if args.frame_labels:
+        dest = args.scratch / f"fl{args.frame_labels}" / "tables" / "frame_labels.parquet"
+        t = time.perf_counter()
+        rows = write_frame_labels(args.frame_labels, dest)
+        print(f"{dest}: {rows:,} rows in {time.perf_counter() - t:.0f} s")
+        return
     sizes = sorted(int(s) for s in args.videos.split(","))
     if max(sizes) > FULL_VIDEOS:
         ap.error(f"at most {FULL_VIDEOS} videos")

@@ -1,7 +1,7 @@
 """`surgcorpus query` latency on a build's ``frame_labels`` against raw DuckDB on the same Parquet file, same run.
 
 Two queries: a group-by over every frame label (rows per label per source) and one video's frames (a video in the
-middle of the table). Each is run four ways, interleaved:
+middle of the table). Each is run four ways (in-process pair and fresh-process pair each alternating run by run):
 
 - ``cli``: ``surgcorpus query --build B -f csv SQL``, a fresh process end to end;
 - ``raw_cli``: a fresh ``python -c`` process that imports duckdb and runs the same SQL on ``read_parquet(file)``;
@@ -11,10 +11,12 @@ middle of the table). Each is run four ways, interleaved:
   after one warm-up.
 
 Goals: the group-by within 1.2x raw DuckDB; one video's frames under 0.1 s in-process. The build is the one
-``bench/corpus_scale.py`` left (default: its largest under ``/tmp/corpus_scale``). Shared, noisy machine: the load
-average is written beside the figures. Results: ``bench/results/query_latency.{json,md}``.
+``bench/corpus_scale.py`` left (default: its largest under ``/tmp/corpus_scale``), or ``--build`` a folder whose
+``tables/frame_labels.parquet`` is the corpus-size table ``corpus_scale.py --frame-labels 10535`` writes.
+Shared, noisy machine: the load average is written beside the figures.
+Results: ``bench/results/query_latency.{json,md}``.
 
-    .venv/bin/python bench/query_latency.py [--build /tmp/corpus_scale/n10535/build] [--reps 5]
+    .venv/bin/python bench/query_latency.py [--build /tmp/corpus_scale/fl10535] [--reps 5]
 """
 
 from __future__ import annotations
@@ -56,24 +58,25 @@ def _middle_video(path: Path) -> str:
     return f.read_row_group(mid, columns=["video_id"]).column(0)[0].as_py()
 
 
-def _best(fn, reps: int) -> tuple[float, list[float], object]:
-    out = fn()  # warm-up (file cache, DuckDB's metadata)
-    times = []
+def _interleaved(fns: dict[str, object], reps: int, warm: bool) -> dict[str, dict]:
+    """Run each of ``fns`` ``reps`` times, alternating between them (so a change of load hits all alike), after one
+    warm-up round when ``warm``; returns per name the best and every time, and the last output."""
+    out: dict[str, dict] = {name: {"times_s": []} for name in fns}
+    if warm:
+        for name, fn in fns.items():
+            out[name]["output"] = fn()
     for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), times, out
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            out[name]["output"] = fn()
+            out[name]["times_s"].append(time.perf_counter() - t)
+    for r in out.values():
+        r["best_s"] = min(r["times_s"])
+    return out
 
 
-def _fresh(cmd: list[str], reps: int) -> tuple[float, list[float], str]:
-    times, out = [], ""
-    for _ in range(reps):
-        t = time.perf_counter()
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        times.append(time.perf_counter() - t)
-        out = res.stdout
-    return min(times), times, out
+def _process(cmd: list[str]):
+    return lambda: subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
 def measure(build: Path, reps: int) -> dict:
@@ -97,17 +100,22 @@ def measure(build: Path, reps: int) -> dict:
 
         load = os.getloadavg()[0]
         r: dict = {"sql": ours, "raw_sql": raw, "load_average_before": round(load, 2)}
-        best, times, rows_raw = _best(run_raw, reps)
-        r["raw"] = {"best_s": best, "times_s": times}
-        best, times, (_, rows_ours) = _best(lambda sql=ours: catalog_query(build, sql), reps)
-        r["catalog"] = {"best_s": best, "times_s": times}
+        inproc = _interleaved({"raw": run_raw, "catalog": lambda sql=ours: catalog_query(build, sql)[1]}, reps, True)
+        fresh = _interleaved(
+            {
+                "raw_cli": _process([sys.executable, "-c", RAW_PROCESS, raw]),
+                "cli": _process([str(SURGCORPUS), "query", "--build", str(build), "-f", "csv", ours]),
+            },
+            reps,
+            False,
+        )
+        rows_raw, rows_ours = inproc["raw"].pop("output"), inproc["catalog"].pop("output")
         r["same_rows"] = [tuple(x) for x in rows_ours] == [tuple(x) for x in rows_raw]
         r["result_rows"] = len(rows_raw)
-        best, times, out_raw = _fresh([sys.executable, "-c", RAW_PROCESS, raw], reps)
-        r["raw_cli"] = {"best_s": best, "times_s": times}
-        best, times, out_cli = _fresh([str(SURGCORPUS), "query", "--build", str(build), "-f", "csv", ours], reps)
-        r["cli"] = {"best_s": best, "times_s": times}
-        r["cli_rows"] = len(out_cli.splitlines()) - 1  # minus the header
+        r["cli_rows"] = len(fresh["cli"].pop("output").splitlines()) - 1  # minus the header
+        fresh["raw_cli"].pop("output")
+        r.update(inproc)
+        r.update(fresh)
         r["load_average_after"] = round(os.getloadavg()[0], 2)
         r["ratio_in_process"] = r["catalog"]["best_s"] / r["raw"]["best_s"]
         r["ratio_fresh_process"] = r["cli"]["best_s"] / r["raw_cli"]["best_s"]
