@@ -268,7 +268,7 @@ def test_ldpolypvideo_frames_and_whole_videos(tmp_path):
         "ldpolypvideo/0_3": ("video", 0, "Videos/0_3.avi"),
         "ldpolypvideo/1_4": ("video", 1, "Videos/1_4.avi"),
     }
-    assert [(f["frame"], f["label_id"]) for f in parsed.frame_labels] == [(1, 0), (2, 1), (3, 1)]
+    assert [(f["frame"], f["label_id"]) for f in parsed.frame_labels.to_pylist()] == [(1, 0), (2, 1), (3, 1)]
     bad_box = write(tmp_path / "b", {"Train/Annotations/2/5.txt": "1\n10 20 5 120\n"})
     with pytest.raises(AnnotationError, match=r"5.txt:2: box '10 20 5 120' has max before min"):
         ADAPTERS["ldpolypvideo"].parse(bad_box)
