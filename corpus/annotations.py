@@ -151,12 +151,13 @@ def _array(values: np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
     return values if isinstance(values, pa.Array) else pa.array(values)
 
 
-def _codes(values: pa.Array) -> np.ndarray:
-    """Integer codes that are equal exactly where ``values`` are (nulls get a code of their own)."""
-    if pa.types.is_integer(values.type):
-        return values.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
-    enc = pc.dictionary_encode(values)
-    return enc.indices.cast(pa.int64()).fill_null(-1).to_numpy()
+def _changes(values: pa.Array) -> np.ndarray:
+    """``out[i]``: ``values[i + 1]`` differs from ``values[i]`` (a null equals only a null)."""
+    a, b = values[1:], values[:-1]
+    differ = pc.not_equal(a, b)
+    if values.null_count:
+        differ = pc.if_else(pc.is_null(differ), pc.not_equal(pc.is_null(a), pc.is_null(b)), differ)
+    return differ.to_numpy(zero_copy_only=False)
 
 
 def runs(
@@ -181,8 +182,7 @@ def runs(
     steps = np.diff(frames)
     steps = steps[steps > 0]
     step = int(steps.min()) if steps.size else 1
-    codes, id_codes = _codes(labels), _codes(ids)
-    change = np.flatnonzero((codes[1:] != codes[:-1]) | (id_codes[1:] != id_codes[:-1])) + 1
+    change = np.flatnonzero(_changes(labels) | _changes(ids)) + 1
     starts = np.concatenate([[0], change])
     last = end_frame if end_frame is not None and end_frame > frames[-1] else int(frames[-1]) + step
     stops = [*(int(f) for f in frames[change]), last]

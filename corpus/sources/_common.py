@@ -7,7 +7,6 @@ checks run on the columns, and only when one fails is the file read again line b
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from collections.abc import Callable
@@ -137,9 +136,11 @@ class Columns:
     def ints(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Column ``name`` as int64 (0 where it is not an integer) and the mask of rows where it is not."""
         col = self.table.column(name)
+        if pa.types.is_integer(col.type):  # read_columns converted it while parsing: every value is an integer
+            return col.to_numpy(), np.zeros(len(col), bool)
         ok = pc.match_substring_regex(col, _INT.pattern)
-        values = pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, col, "0")), pa.int64()).to_numpy()
-        return values, ~ok.to_numpy(zero_copy_only=False)
+        digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(pc.if_else(ok, col, "0")), r"^\+", "")
+        return pc.cast(digits, pa.int64()).to_numpy(), ~ok.to_numpy(zero_copy_only=False)
 
     def not_int(self, name: str, what: str) -> Callable[[int], str]:
         """The message for a value of ``name`` that is not an integer."""
@@ -160,13 +161,16 @@ def read_columns(
     collapse: bool = True,
     has_header: Callable[[str], bool] = lambda first: False,
     malformed: str = "expected {n} fields",
+    ints: tuple[str, ...] = (),
 ) -> Columns:
     """A delimited text file as string columns ``names``, read in one ``pyarrow.csv`` pass.
 
     With ``collapse``, fields are split at any run of ``separators`` or whitespace (``a  b`` is two fields), else
     at each separator, with surrounding whitespace trimmed. CRLF, a BOM and blank lines are allowed;
     ``has_header(first non-blank line)`` says whether that line is a header to skip. A line with another number of
-    fields raises naming it (``malformed``, formatted with ``n``, ``got`` and ``text``).
+    fields raises naming it (``malformed``, formatted with ``n``, ``got`` and ``text``). Columns named in ``ints``
+    are converted to int64 while parsing when every value is a plain integer (else they stay strings for
+    :meth:`Columns.ints` to check).
     """
     raw = path.read_bytes()
     try:
@@ -178,17 +182,26 @@ def read_columns(
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if collapse:
         separators += " \t"
-    if separators != "\t":
-        data = data.translate(bytes.maketrans(separators.encode(), b"\t" * len(separators)))
-    if collapse and b"\t\t" in data:
-        data = _SPACES.sub(b"\t", data)
-    if data[:1] in (b" ", b"\t") or b"\n " in data or b"\n\t" in data or b" \n" in data or b"\t\n" in data:
-        data = _LINE_ENDS.sub(b"", data)
-    body = data.lstrip(b"\n")
-    first = body.split(b"\n", 1)[0].decode()
-    header = bool(body) and has_header(first)
+    others = separators.replace("\t", "")
+    if any(c.encode() in data for c in others):
+        data = data.translate(bytes.maketrans(others.encode(), b"\t" * len(others)))
+    if data:  # byte masks: two-byte substring searches cost more than the whole CSV parse
+        buf = np.frombuffer(data, np.uint8)
+        tab, nl = buf == 9, buf == 10
+        if collapse and (tab[1:] & tab[:-1]).any():
+            data = _SPACES.sub(b"\t", data)
+            buf = np.frombuffer(data, np.uint8)
+            tab, nl = buf == 9, buf == 10
+        ws = tab | (buf == 32)
+        if ws[0] or ws[-1] or (nl[:-1] & ws[1:]).any() or (ws[:-1] & nl[1:]).any():
+            data = _LINE_ENDS.sub(b"", data)
+    body = pa.py_buffer(data)
+    start = len(data) - len(data.lstrip(b"\n"))
+    end = data.find(b"\n", start)
+    first = data[start : end if end >= 0 else len(data)].decode()
+    header = start < len(data) and has_header(first)
     if header:
-        body = body[len(first.encode()) + 1 :]
+        start = end + 1 if end >= 0 else len(data)
     pattern = re.compile("[" + re.escape(separators) + "]" + ("+" if collapse else ""))
     if collapse:
         split_line: Callable[[str], list[str]] = lambda text: [p for p in pattern.split(text) if p]  # noqa: E731
@@ -200,14 +213,23 @@ def read_columns(
         invalid.append(row.text)
         return "skip"
 
-    table = pa_csv.read_csv(
-        io.BytesIO(body),
-        read_options=pa_csv.ReadOptions(column_names=list(names)),
-        parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, invalid_row_handler=on_invalid),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False, quoted_strings_can_be_null=False
-        ),
-    )
+    def read(types: dict[str, pa.DataType]) -> pa.Table:
+        invalid.clear()
+        return pa_csv.read_csv(
+            pa.BufferReader(body.slice(start)),
+            read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False, block_size=1 << 24),
+            parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, invalid_row_handler=on_invalid),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={**dict.fromkeys(names, pa.string()), **types},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+
+    try:
+        table = read(dict.fromkeys(ints, pa.int64()))
+    except pa.ArrowInvalid:  # a value that is not a plain integer: read strings, and let the checks name it
+        table = read({})
     cols = Columns(path, table, header, split_line)
     if invalid:
         for n, text in cols._lines:
@@ -215,5 +237,10 @@ def read_columns(
                 raise bad(path, n, malformed.format(n=len(names), got=len(split_line(text)), text=text))
         raise bad(path, None, f"malformed line {invalid[0]!r}")  # the line scan above always finds it
     if not collapse:
-        cols.table = pa.table({c: pc.utf8_trim_whitespace(cols.table.column(c)) for c in names})
+        cols.table = pa.table(
+            {
+                c: pc.utf8_trim_whitespace(col) if pa.types.is_string(col.type) else col
+                for c, col in zip(names, cols.table.columns, strict=True)
+            }
+        )
     return cols

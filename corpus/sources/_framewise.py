@@ -20,6 +20,7 @@ def parse_numeric(
         separators=",;",
         has_header=lambda first: not first[:1].isdigit(),
         malformed="expected 'frame, label id', got {text!r}",
+        ints=("frame", "label_id"),
     )
     frames, frame_bad = cols.ints("frame")
     lids, lid_bad = cols.ints("label_id")

@@ -59,6 +59,7 @@ def parse_case(path: Path, root: Path) -> ParsedAnnotations:
         collapse=False,
         has_header=lambda first: not first[:1].isdigit(),
         malformed="expected '<frame>,<phase>', got {text!r}",
+        ints=("frame",),
     )
     frames, frame_bad = cols.ints("frame")
     text = cols.table.column("phase")

@@ -51,26 +51,36 @@ def parse_phase_file(
     native = native or _native(path)
     vid = video_id(source, native)
     cols = read_columns(
-        path, ("frame", "phase"), has_header=_frame_header, malformed="expected 'frame<TAB>phase', got {text!r}"
+        path,
+        ("frame", "phase"),
+        has_header=_frame_header,
+        malformed="expected 'frame<TAB>phase', got {text!r}",
+        ints=("frame",),
     )
     if not cols.table.num_rows:
         raise bad(path, None, "no annotation rows")
     frames, frame_bad = cols.ints("frame")
     text = cols.table.column("phase")
     names = pa.array(phases)
-    digit = pc.utf8_is_digit(text).to_numpy(zero_copy_only=False)
-    by_name = pc.index_in(text, value_set=names).fill_null(-1).to_numpy()
-    by_id = pc.cast(pc.if_else(digit, pc.utf8_slice_codeunits(text, 0, 18), "-1"), pa.int64()).to_numpy()
-    lid = np.where(digit, by_id, by_name)
-    cols.check(
-        (frame_bad, cols.not_int("frame", "frame")),
-        not_increasing(frames),
-        (digit & (by_id >= len(phases)), lambda k: f"phase id {text[k].as_py()} out of range 0-{len(phases) - 1}"),
-        (
-            ~digit & (by_name < 0),
-            lambda k: f"unknown phase {text[k].as_py()!r} (expected one of {', '.join(phases)})",
-        ),
-    )
+    # one lookup for both spellings: a phase name, or its id written as a plain number
+    found = pc.index_in(text, value_set=pa.array([*phases, *map(str, range(len(phases)))]))
+    if found.null_count == 0 and not frame_bad.any():
+        cols.check(not_increasing(frames))
+        lid = pc.remainder(found, len(phases)).to_numpy()
+    else:
+        digit = pc.utf8_is_digit(text).to_numpy(zero_copy_only=False)
+        by_name = pc.index_in(text, value_set=names).fill_null(-1).to_numpy()
+        by_id = pc.cast(pc.if_else(digit, pc.utf8_slice_codeunits(text, 0, 18), "-1"), pa.int64()).to_numpy()
+        lid = np.where(digit, by_id, by_name)
+        cols.check(
+            (frame_bad, cols.not_int("frame", "frame")),
+            not_increasing(frames),
+            (digit & (by_id >= len(phases)), lambda k: f"phase id {text[k].as_py()} out of range 0-{len(phases) - 1}"),
+            (
+                ~digit & (by_name < 0),
+                lambda k: f"unknown phase {text[k].as_py()!r} (expected one of {', '.join(phases)})",
+            ),
+        )
     ids = pa.array(lid, pa.int32())
     labels = names.take(ids)
     out = ParsedAnnotations(source, segments=runs(vid, "phase", frames, labels, ids, FPS))

@@ -39,6 +39,7 @@ def parse(root: Path) -> ParsedAnnotations:
         collapse=False,
         has_header=lambda first: True,
         malformed="{got} fields, header has {n}",
+        ints=("frame_number",),
     )
     frames, frame_bad = cols.ints("frame_number")
     cols.check((frame_bad, cols.not_int("frame_number", "frame_number")))

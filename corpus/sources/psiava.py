@@ -49,6 +49,7 @@ def parse_csv(path: Path, maps: dict[str, dict[int, str]]) -> pa.Table:
         separators=",",
         collapse=False,
         malformed="{got} fields, expected {n} (case, frame, box, x1..y2, 3 actions, tool, step, phase)",
+        ints=("frame", *_COLS[7:]),
     )
     frame, frame_bad = cols.ints("frame")
     ints = {c: cols.ints(c) for c in _COLS[7:]}
