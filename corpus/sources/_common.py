@@ -166,11 +166,11 @@ def read_columns(
     """A delimited text file as string columns ``names``, read in one ``pyarrow.csv`` pass.
 
     With ``collapse``, fields are split at any run of ``separators`` or whitespace (``a  b`` is two fields), else
-    at each separator, with surrounding whitespace trimmed. CRLF, a BOM and blank lines are allowed;
-    ``has_header(first non-blank line)`` says whether that line is a header to skip. A line with another number of
-    fields raises naming it (``malformed``, formatted with ``n``, ``got`` and ``text``). Columns named in ``ints``
-    are converted to int64 while parsing when every value is a plain integer (else they stay strings for
-    :meth:`Columns.ints` to check).
+    at each occurrence of the one ``separators`` character, with surrounding whitespace trimmed. CRLF, a BOM and
+    blank lines are allowed; ``has_header(first non-blank line)`` says whether that line is a header to skip. A
+    line with another number of fields raises naming it (``malformed``, formatted with ``n``, ``got`` and
+    ``text``). Columns named in ``ints`` are converted to int64 while parsing when every value is a plain integer
+    (else they stay strings for :meth:`Columns.ints` to check).
     """
     raw = path.read_bytes()
     try:
@@ -180,11 +180,16 @@ def read_columns(
     data = raw.removeprefix(b"\xef\xbb\xbf")
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if collapse:
+    if collapse:  # every separator and whitespace becomes a tab; runs of tabs become one below
         separators += " \t"
-    others = separators.replace("\t", "")
-    if any(c.encode() in data for c in others):
-        data = data.translate(bytes.maketrans(others.encode(), b"\t" * len(others)))
+        others = separators.replace("\t", "")
+        if any(c.encode() in data for c in others):
+            data = data.translate(bytes.maketrans(others.encode(), b"\t" * len(others)))
+        delimiter = "\t"
+    elif len(separators) == 1:
+        delimiter = separators
+    else:
+        raise ValueError(f"without collapse, give one separator (got {separators!r})")
     if data:  # byte masks: two-byte substring searches cost more than the whole CSV parse
         buf = np.frombuffer(data, np.uint8)
         tab, nl = buf == 9, buf == 10
@@ -218,7 +223,7 @@ def read_columns(
         return pa_csv.read_csv(
             pa.BufferReader(body.slice(start)),
             read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False, block_size=1 << 24),
-            parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, invalid_row_handler=on_invalid),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char=False, invalid_row_handler=on_invalid),
             convert_options=pa_csv.ConvertOptions(
                 column_types={**dict.fromkeys(names, pa.string()), **types},
                 strings_can_be_null=False,
