@@ -6,7 +6,8 @@ Generates ``--videos`` phase files of ``--frames`` rows each (``Frame<TAB>Phase`
 - ``parse``: ``cholec80.parse_stream`` alone (read, check, per-frame columns, phase runs);
 - ``stage``: ``AnnotateStage.process`` (parse, spool, per-video parts sorted by video/level/frame, zstd Parquet);
 
-reporting rows/s and peak RSS. Two sizes show whether memory grows with the source (it should not: one file at a
+reporting rows per wall second and per CPU second (the machine is shared: CPU time is the steadier figure) and
+peak RSS. Two sizes show whether memory grows with the source (it should not: one file at a
 time). Results: bench/results/annotate_parse.{json,md}; the load average is recorded beside each figure.
 
     .venv/bin/python bench/annotate_parse.py [--videos 50 250] [--frames 20400]
@@ -49,6 +50,8 @@ def _measure(mode: str, folder: str, out: str) -> None:
     from builders.stages.annotate import AnnotateStage
     from corpus.sources import cholec80
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime  # imports excluded
     t = time.perf_counter()
     if mode == "parse":
         rows = sum(p.frame_labels.num_rows for p in cholec80.parse_stream(Path(folder)))
@@ -59,8 +62,9 @@ def _measure(mode: str, folder: str, out: str) -> None:
         res = AnnotateStage(out).process(row)
         rows = next(r["rows"] for r in res.rows if r["table"] == "frame_labels")
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mib": peak / 2**20}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0
+    print(json.dumps({"rows": rows, "seconds": seconds, "cpu_s": cpu, "peak_rss_mib": usage.ru_maxrss / 1024}))
 
 
 def run(videos: int, frames: int) -> list[dict]:
@@ -87,6 +91,7 @@ def run(videos: int, frames: int) -> list[dict]:
                 frames_per_video=frames,
                 bytes=size,
                 rows_per_s=n / got["seconds"],
+                rows_per_cpu_s=n / got["cpu_s"],
                 load_avg_1m=round(load, 2),
                 generate_s=round(gen_s, 1),
             )
@@ -113,13 +118,14 @@ def main() -> None:
         "",
         f"`bench/annotate_parse.py`, {args.frames} rows per file (25 fps), one fresh process per figure, 1 core.",
         "",
-        "| rows | files | MB | what | seconds | rows/s | peak RSS MiB | load avg (1 min) |",
-        "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| rows | files | MB | what | wall s | rows/s (wall) | CPU s | rows/CPU-s | peak RSS MiB | load avg (1 min) |",
+        "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r['rows']:,} | {r['videos']} | {r['bytes'] / 1e6:.0f} | {r['mode']} | {r['seconds']:.2f} "
-            f"| {r['rows_per_s'] / 1e6:.2f}M | {r['peak_rss_mib']:.0f} | {r['load_avg_1m']} |"
+            f"| {r['rows_per_s'] / 1e6:.2f}M | {r['cpu_s']:.2f} | {r['rows_per_cpu_s'] / 1e6:.2f}M "
+            f"| {r['peak_rss_mib']:.0f} | {r['load_avg_1m']} |"
         )
     lines += [
         "",
