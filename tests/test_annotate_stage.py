@@ -13,6 +13,7 @@ from builders.executors.local import LocalExecutor
 from builders.pipeline import _annotate
 from builders.stages.annotate import AnnotateStage, annotate_units
 from corpus.manifest import CorpusManifest
+from corpus.parts import part_relpath
 from corpus.schemas import table_path
 
 
@@ -98,8 +99,12 @@ def test_second_run_skips_and_a_touched_file_reparses_only_its_source(tmp_path):
         stamps = {s: p.stat().st_mtime_ns for s, p in markers.items()}
         again = ex.run(str(out), AnnotateStage(str(out)), units)
         assert (first.ran, again.ran, again.skipped) == (2, 0, 2)
-        assert again.rows == first.rows and [e.to_dict() for e in again.errors] == [e.to_dict() for e in first.errors]
+        assert again.parts == first.parts and len(first.parts["frame_labels"]) == 2
+        assert [e.to_dict() for e in again.errors] == [e.to_dict() for e in first.errors]
         assert {s: p.stat().st_mtime_ns for s, p in markers.items()} == stamps
+        cam_part = out / part_relpath("annotate", "frame_labels", "cam")
+        assert str(cam_part.relative_to(out)) in first.parts["frame_labels"]
+        n_before = pq.read_metadata(cam_part).num_rows
 
         phase = tmp_path / "c80" / "video02-phase.txt"
         phase.write_text(phase.read_text() + "3\tClippingCutting\n")
@@ -108,11 +113,7 @@ def test_second_run_skips_and_a_touched_file_reparses_only_its_source(tmp_path):
         assert (third.ran, third.skipped) == (1, 1)
         assert markers["cam-b"].stat().st_mtime_ns == stamps["cam-b"]
         assert markers["cam"].stat().st_mtime_ns != stamps["cam"]
-
-        def n_labels(result) -> int:
-            return next(r["rows"] for r in result.rows if (r["source"], r["table"]) == ("cam", "frame_labels"))
-
-        assert n_labels(third) == n_labels(first) + 1
+        assert pq.read_metadata(cam_part).num_rows == n_before + 1  # the touched file was parsed again
 
         units[0]["videos"] = units[0]["videos"][:2]  # a planned video left the source: its fingerprint changes
         assert ex.run(str(out), AnnotateStage(str(out)), units).ran == 1
@@ -136,4 +137,4 @@ def test_malformed_or_unknown_annotations_become_one_error_row(tmp_path, adapter
         (tmp_path / "jig" / "transcriptions" / "T_B001.txt").write_text(text)
     got = stage.process({**unit, "adapter": adapter})
     assert [e.kind for e in got.errors] == ["annotation"] and where in got.errors[0].message
-    assert got.rows == [] and not any((out / f).exists() for f in good.files)  # no stale part of the old input
+    assert got.parts == {} and not any((out / f).exists() for f in good.files)  # no stale part of the old input

@@ -22,6 +22,7 @@ rows; nothing else stops.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,8 @@ from corpus.errors import ErrorRow, SurgcorpusError
 from corpus.manifest import Source
 from corpus.parts import PARTS_DIR, ROW_GROUP_ROWS, PartWriter, part_relpath
 from corpus.schemas import to_table
+
+log = logging.getLogger(__name__)
 
 STAGE = "annotate"
 SEGMENTS_OUT = pa.schema([*SEGMENTS, ("annotation_id", pa.string()), ("source", pa.string())])
@@ -180,7 +183,8 @@ class _Spool:
 class AnnotateStage(Stage):
     """Parse one source's annotations into its ``segments`` and ``frame_labels`` parts (see the module docstring).
 
-    Output rows: ``{source, table, part, rows}`` per table (``part`` relative to the build dir).
+    The unit writes its parts itself (it declares no ``outputs``: its rows never exist as dicts) and returns them
+    in ``UnitResult.parts``, so the executor records them in the marker and hands them to the driver.
     """
 
     name = STAGE
@@ -230,11 +234,8 @@ class AnnotateStage(Stage):
             counts = spool.write_parts(build_dir, rels, pairs, source)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        return UnitResult(
-            rows=[{"source": source, "table": t, "part": rels[t], "rows": counts[t]} for t in TABLES],
-            files=list(rels.values()),
-            errors=errors + missing,
-        )
+        log.info("%s: %s", source, ", ".join(f"{counts[t]} {t} rows" for t in TABLES))
+        return UnitResult(parts=rels, files=list(rels.values()), errors=errors + missing)
 
 
 def _match(annotated: set[str], row: dict, path: Path) -> tuple[list[tuple[str, str]], list[ErrorRow]]:
