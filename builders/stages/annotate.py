@@ -199,7 +199,7 @@ class AnnotateStage(Stage):
     def fingerprint(self, row: dict) -> str:
         path = Path(row["path"])
         files = _listing(path, Path(self.build_dir).resolve()) if path.exists() else "missing"
-        return stable_hash(PARSER_VERSION, row["adapter"], files, [v[:2] for v in row["videos"]])
+        return stable_hash(PARSER_VERSION, row["adapter"], row["path"], files, [v[:2] for v in row["videos"]])
 
     def cost(self, row: dict) -> float:
         return float(len(row["videos"]) + 1)
