@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import ffmpeg
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
@@ -54,7 +56,9 @@ from corpus.build_dir import BuildDir, writes_build_dir
 from corpus.errors import DecodeError, ErrorRow, ProbeError, ToolMissing
 from corpus.hierarchy.models import humanize
 from corpus.hierarchy.schemas import (
+    FRAMES,
     SHARD_ERROR_STAGE,
+    read_hier_arrow,
     read_hier_table,
     write_hier_table,
 )
@@ -332,9 +336,8 @@ def write_hierarchy_shards(
     ops_of: dict[str, list[dict]] = defaultdict(list)
     for o in sorted(read_hier_table(build_dir, "operations"), key=lambda o: o["index"]):
         ops_of[o["video_id"]].append(o)
-    frames_of: dict[str, list[dict]] = defaultdict(list)
-    for f in sorted(read_hier_table(build_dir, "frames"), key=lambda f: f["t_s"]):
-        frames_of[f["video_id"]].append(f)
+    frames_of = _frames_by_video(read_hier_arrow(build_dir, "frames"))
+    no_frames = FRAMES.empty_table()
 
     errors: list[dict] = []
     units: list[dict] = []
@@ -351,7 +354,9 @@ def write_hierarchy_shards(
                 "key": v["key"],
                 "media": str(path.resolve()),
                 "ops": [[o["key"], o["start_s"], o["end_s"]] for o in ops_of[vid]],
-                "frames": [[f["key"], f["t_s"]] for f in frames_of[vid]],
+                "frames": [
+                    list(kt) for kt in zip(*_columns(frames_of.get(vid, no_frames), "key", "t_s"), strict=True)
+                ],
             }
         )
     executor = executor or LocalExecutor(workers, show_progress=False)  # ``executor``: e.g. a RayExecutor
@@ -379,7 +384,8 @@ def write_hierarchy_shards(
         if vid not in decoded:
             continue
         ctx = _Context(settings, by_type, by_label, split_of[vid])
-        for level, sample in _video_samples(v, decoded[vid], ops_of[vid], frames_of[vid], samples_of[vid], ctx):
+        frames = frames_of.get(vid, no_frames)
+        for level, sample in _video_samples(v, decoded[vid], ops_of[vid], frames, samples_of[vid], ctx):
             members = tuple(sorted((k, val) for k, val in sample.items() if not k.startswith("__")))
             size = sum(len(val) for _, val in members)
             key = sample["__key__"]
@@ -424,7 +430,7 @@ class _Context:
 
 
 def _video_samples(
-    v: dict, decoded: dict, ops: list[dict], frames: list[dict], media: dict[str, dict[str, bytes]], ctx: _Context
+    v: dict, decoded: dict, ops: list[dict], frames: pa.Table, media: dict[str, dict[str, bytes]], ctx: _Context
 ) -> list[tuple[str, dict[str, bytes]]]:
     """The samples of one video whose media were decoded: its video sample, operation and frame samples."""
     settings, split = ctx.settings, ctx.split
@@ -491,29 +497,45 @@ def _video_samples(
             ("operation", {"__key__": o["key"], **media[o["key"]], "txt": _text(o).encode(), "json": _json(meta)})
         )
 
-    for f in frames:
-        if f["key"] not in media:
+    for fkey, t_s, label, caption, op_index in zip(
+        *_columns(frames, "key", "t_s", "label", "caption", "op_index"), strict=True
+    ):
+        if fkey not in media:
             continue
-        op = ops[f["op_index"]] if f.get("op_index") is not None else None
+        op = ops[op_index] if op_index is not None else None
         meta = {
             "video_id": vid,
             "video_key": key,
-            "key": f["key"],
+            "key": fkey,
             "split": split,
-            "t_s": f["t_s"],
-            "label": f.get("label"),
-            "caption": f.get("caption"),
-            "op_index": f.get("op_index"),
+            "t_s": t_s,
+            "label": label,
+            "caption": caption,
+            "op_index": op_index,
             "operation_key": op["key"] if op else None,
             "operation_text": _text(op) if op else None,
             "surgery_type": v.get("surgery_type"),
             "hard_negatives": {"same_surgery_type_videos": same_type},
         }
-        sample = {"__key__": f["key"], **media[f["key"]], "json": _json(meta)}
-        if f.get("caption"):
-            sample["txt"] = f["caption"].encode()
+        sample = {"__key__": fkey, **media[fkey], "json": _json(meta)}
+        if caption:
+            sample["txt"] = caption.encode()
         out.append(("frame", sample))
     return out
+
+
+def _frames_by_video(frames: pa.Table) -> dict[str, pa.Table]:
+    """Each video's frames, in time order (ties keep the table's order), as a slice of the ``frames`` table."""
+    frames = frames.sort_by([("video_id", "ascending"), ("t_s", "ascending")])
+    ids = frames.column("video_id").combine_chunks()
+    if not len(ids):
+        return {}
+    cuts = [0, *(i + 1 for i in pc.indices_nonzero(pc.not_equal(ids[1:], ids[:-1])).to_pylist()), len(ids)]
+    return {ids[a].as_py(): frames.slice(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False)}
+
+
+def _columns(table: pa.Table, *names: str) -> list[list]:
+    return [table.column(n).to_pylist() for n in names]
 
 
 def _text(op: dict) -> str:

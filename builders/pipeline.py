@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
-from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
+from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, STAGE, AnnotateStage, annotate_units
 from builders.stages.base import Stage
 from builders.stages.clip import CLIPS_DIR, ClipStage
 from builders.stages.dedup import dedup
@@ -43,7 +43,7 @@ from corpus.errors import ErrorRow
 from corpus.figures import build_figures
 from corpus.ids import check_unique, safe_relpath, sample_key, video_id
 from corpus.manifest import ClipSpec, CorpusManifest, Source
-from corpus.parts import PARTS_DIR, PartWriter
+from corpus.parts import PARTS_DIR, PartWriter, merge_parts, part_relpath
 from corpus.progress import console
 from corpus.resolve import official_splits, resolve_plan
 from corpus.schemas import CLIPS, VIDEOS, table_path, write_rows, write_table
@@ -157,7 +157,7 @@ def _build(
 
         timer = functools.partial(_timed, summary)
         with timer("annotate"):
-            errors += _annotate(manifest, plan, out)
+            errors += _annotate(manifest, plan, out, executor)
         with timer("fetch"):
             fetched = executor.run(str(out), stages.fetch(str(cache)), plan)
         errors += fetched.errors
@@ -261,17 +261,20 @@ def _remove_stale_clips(out: Path, video_ids: list[str]) -> None:
             d.rmdir()
 
 
-def _annotate(manifest: CorpusManifest, plan: list[dict], out: Path) -> list[ErrorRow]:
-    """Parse every source's annotations into ``segments`` and ``frame_labels`` (Arrow tables, sorted by video then
-    time, so one video's rows are contiguous); returns the error rows."""
-    got = [annotate_source(src, [r for r in plan if r["source"] == src.name]) for src in manifest.sources]
-    for name, schema, keys in (
-        ("segments", SEGMENTS_OUT, ("video_id", "level", "start_frame")),
-        ("frame_labels", FRAME_LABELS_OUT, ("video_id", "level", "frame")),
-    ):
-        table = pa.concat_tables([getattr(g, name) for g in got]) if got else schema.empty_table()
-        write_table(table.sort_by([(k, "ascending") for k in keys]), table_path(out, name))
-    return [e for g in got for e in g.errors]
+def _annotate(manifest: CorpusManifest, plan: list[dict], out: Path, executor: Executor) -> list[ErrorRow]:
+    """Parse the sources' annotations on the executor (one resumable unit per source, whose rows it writes as
+    Parquet parts) and merge the parts into ``segments`` and ``frame_labels``; returns the error rows.
+
+    A source's video ids all start with ``<source>/`` and a source name holds no ``/``, so parts taken in
+    ``source + "/"`` order hold the rows in ``video_id`` order: the merge streams, one row group at a time."""
+    units = annotate_units(manifest.sources, plan)
+    done = executor.run(str(out), AnnotateStage(str(out)), units)
+    order = sorted((u["source"] for u in units), key=lambda name: name + "/")
+    for name, schema in (("segments", SEGMENTS_OUT), ("frame_labels", FRAME_LABELS_OUT)):
+        have = set(done.parts.get(name, []))
+        parts = [rel for rel in (part_relpath(STAGE, name, source) for source in order) if rel in have]
+        merge_parts([out / rel for rel in parts], table_path(out, name), schema)
+    return done.errors
 
 
 def _source_row(src: Source, plan: list[dict]) -> dict:

@@ -3,15 +3,23 @@
 Every source adapter (``corpus/sources/<source>.py``) turns its dataset's own files into these rows, so clip
 planning, audits and the catalog never read a native format. Frames are native video frames; ``end_frame`` is
 exclusive (the first frame after the segment); seconds are frames divided by the annotation's frame rate.
+
+Per-frame rows are Arrow columns (:func:`frame_table`), never a Python object per frame: a corpus holds hundreds of
+millions of them. Segments are runs of equal labels (:func:`runs`, found on whole columns), so they stay few and
+remain dicts. An adapter hands its output over piece by piece (``parse_stream``, one annotation file at a time),
+so a source of any size is parsed in bounded memory; ``parse`` gathers the pieces for small uses (audits, clip
+planning, tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from corpus.schemas import to_table, write_table
 
@@ -57,7 +65,7 @@ class ParsedAnnotations:
 
     source: str
     segments: list[dict] = field(default_factory=list)
-    frame_labels: list[dict] = field(default_factory=list)
+    frame_labels: pa.Table = field(default_factory=FRAME_LABELS.empty_table)  # FRAME_LABELS columns
     videos: list[dict] = field(default_factory=list)
     errors: list = field(default_factory=list)  # ErrorRow: items an adapter skipped while parsing the rest
 
@@ -71,7 +79,7 @@ class ParsedAnnotations:
         key = ("video_id", "level")
         return {
             "segments": to_table(self.segments, SEGMENTS, (*key, "start_frame")),
-            "frame_labels": to_table(self.frame_labels, FRAME_LABELS, (*key, "frame")),
+            "frame_labels": sort_frame_labels(self.frame_labels),
             "annotated_videos": to_table(self.videos, ANNOTATED_VIDEOS, ("video_id",)),
         }
 
@@ -108,49 +116,92 @@ def segment(
     }
 
 
-def frame_label(video_id: str, level: str, frame: int, fps: float | None, label: str, label_id: int | None) -> dict:
-    return {
-        "video_id": video_id,
-        "level": level,
-        "frame": frame,
-        "time_s": frame / fps if fps else None,
-        "label": label,
-        "label_id": label_id,
-    }
+def sort_frame_labels(table: pa.Table) -> pa.Table:
+    """``table`` in ``FRAME_LABELS`` schema, sorted by (video_id, level, frame); ties keep their order."""
+    keys = [("video_id", "ascending"), ("level", "ascending"), ("frame", "ascending")]
+    return table.select(FRAME_LABELS.names).cast(FRAME_LABELS).sort_by(keys)
+
+
+def frame_table(
+    video_id: str | pa.Array,
+    level: str,
+    frames: np.ndarray | pa.Array,
+    fps: float | None,
+    labels: pa.Array,
+    label_ids: np.ndarray | pa.Array | None = None,
+) -> pa.Table:
+    """``frame_labels`` rows from whole columns: one row per entry of ``frames`` (``video_id``: one id for all rows,
+    or a column); ``time_s = frame / fps`` (null without ``fps``); ``label_ids`` None gives nulls."""
+    frames = _array(frames).cast(pa.int64())
+    n = len(frames)
+    video_id = _array(video_id) if not isinstance(video_id, str) else pa.repeat(pa.scalar(video_id, pa.string()), n)
+    time_s = pc.divide(frames.cast(pa.float64()), float(fps)) if fps else pa.nulls(n, pa.float64())
+    if label_ids is None:
+        ids = pa.nulls(n, pa.int32())
+    else:
+        ids = _array(label_ids).cast(pa.int32())
+    level_col = pa.repeat(pa.scalar(level, pa.string()), n)
+    columns = [video_id, level_col, frames, time_s, _array(labels).cast(pa.string()), ids]
+    return pa.Table.from_arrays(columns, schema=FRAME_LABELS)
+
+
+def _array(values: np.ndarray | pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(values)
+
+
+def _changes(values: pa.Array) -> np.ndarray:
+    """``out[i]``: ``values[i + 1]`` differs from ``values[i]`` (a null equals only a null)."""
+    a, b = values[1:], values[:-1]
+    differ = pc.not_equal(a, b)
+    if values.null_count:
+        differ = pc.if_else(pc.is_null(differ), pc.not_equal(pc.is_null(a), pc.is_null(b)), differ)
+    return differ.to_numpy(zero_copy_only=False)
 
 
 def runs(
     video_id: str,
     level: str,
-    frames: Sequence[int],
-    labels: Sequence[tuple[str, int | None]],
+    frames: np.ndarray | pa.Array,
+    labels: pa.Array,
+    label_ids: pa.Array | None,
     fps: float | None,
     end_frame: int | None = None,
 ) -> list[dict]:
-    """Contiguous runs of equal labels over sampled frames, as segments.
+    """Contiguous runs of equal (label, label id) over sampled frames (whole columns), as segments.
 
     A run ends where the next begins; the last ends at ``end_frame`` (when after the last sample) or one sampling
-    step after its last frame.
+    step after its last frame (the smallest positive step between samples; 1 for a single sample).
     """
-    if not frames:
+    frames = np.asarray(frames, dtype=np.int64)
+    if not len(frames):
         return []
-    step = min((b - a for a, b in zip(frames, frames[1:], strict=False) if b > a), default=1)
-    out: list[dict] = []
-    start = 0
-    for i in range(1, len(frames) + 1):
-        if i == len(frames) or labels[i] != labels[start]:
-            last = end_frame if end_frame is not None and end_frame > frames[-1] else frames[-1] + step
-            stop = frames[i] if i < len(frames) else last
-            name, lid = labels[start]
-            out.append(segment(video_id, level, name, lid, frames[start], stop, fps))
-            start = i
-    return out
+    labels = _array(labels)
+    ids = pa.nulls(len(frames), pa.int32()) if label_ids is None else _array(label_ids)
+    steps = np.diff(frames)
+    steps = steps[steps > 0]
+    step = int(steps.min()) if steps.size else 1
+    change = np.flatnonzero(_changes(labels) | _changes(ids)) + 1
+    starts = np.concatenate([[0], change])
+    last = end_frame if end_frame is not None and end_frame > frames[-1] else int(frames[-1]) + step
+    stops = [*(int(f) for f in frames[change]), last]
+    names = labels.take(pa.array(starts)).to_pylist()
+    lids = ids.take(pa.array(starts)).to_pylist()
+    return [
+        segment(video_id, level, name, lid, int(frames[a]), stop, fps)
+        for a, stop, name, lid in zip(starts, stops, names, lids, strict=True)
+    ]
 
 
 def concat(parts: Iterable[ParsedAnnotations], source: str) -> ParsedAnnotations:
+    """One ``ParsedAnnotations`` from pieces (frame labels as one Arrow table, its chunks not copied)."""
     out = ParsedAnnotations(source)
+    tables = [out.frame_labels]
     for p in parts:
         out.segments += p.segments
-        out.frame_labels += p.frame_labels
+        tables.append(p.frame_labels)
         out.videos += p.videos
+        out.errors += p.errors
+    out.frame_labels = pa.concat_tables(tables)
     return out

@@ -312,38 +312,6 @@ def test_real_jigsaws_gestures_attach_to_both_views(real_build, real):
     assert not [e for e in _table(real_build, "errors") if e["kind"] == "missing_annotation"]
 
 
-def test_missing_and_malformed_annotations_become_error_rows(tmp_path, generated):
-    from builders.stages.annotate import annotate_source
-    from corpus.resolve import plan_videos
-
-    ann = tmp_path / "ann" / "transcriptions"
-    ann.mkdir(parents=True)
-    (ann / "v1.txt").write_text("1 10 G1 \r\n11 20 G3 \r\n")
-    data = {
-        "name": "a",
-        "sources": [
-            {
-                "name": "site-a",
-                "domain": "laparoscopy",
-                "root": str(generated / "a"),
-                "videos": {"glob": "*.mp4"},
-                "annotations": {"adapter": "jigsaws", "path": str(tmp_path / "ann")},
-            }
-        ],
-    }
-    m = load_manifest(write_manifest(tmp_path / "m.yaml", data))
-    plan, _ = plan_videos(m)
-    got = annotate_source(m.sources[0], plan)
-    assert sorted(set(got.segments["video_id"].to_pylist())) == ["site-a/v1"]
-    assert sorted((e.video_id, e.kind) for e in got.errors) == [
-        ("site-a/v2", "missing_annotation"),
-        ("site-a/v3", "missing_annotation"),
-    ]
-    (ann / "v1.txt").write_text("1 10 G1\nten 20 G3\n")
-    got = annotate_source(m.sources[0], plan)
-    assert [e.kind for e in got.errors] == ["annotation"] and "v1.txt:2" in got.errors[0].message
-
-
 def test_status_errors_and_report_commands(gen_build):
     _, out, _ = gen_build
     runner = CliRunner()

@@ -96,7 +96,7 @@ def test_validation_kinds_name_video_and_row(tmp_path):
         ("unknown_video", f"{o}:9"),
     ]
     assert len(h.operations) == 4 and len(h.frames) == 2
-    assert {(fr["video_id"], fr["op_index"]) for fr in h.frames} == {("os/a", 0), ("os/b", 1)}
+    assert {(fr["video_id"], fr["op_index"]) for fr in h.frames.to_pylist()} == {("os/a", 0), ("os/b", 1)}
 
 
 def test_missing_input_file_is_a_named_error(tmp_path):
@@ -132,7 +132,7 @@ def test_jsonl_records_bad_operation_and_bad_line(tmp_path):
         (0, 10, "incision"),
         (10, 25, "ligation"),
     ]
-    assert h.frames[0]["op_index"] == 0
+    assert h.frames.to_pylist()[0]["op_index"] == 0
     by_kind = {e["kind"]: e["message"] for e in h.errors}
     assert sorted(by_kind) == ["bad_record", "bad_row"]
     assert f"{path}:1: video os/v1: operations[1]" in by_kind["bad_row"]
@@ -187,7 +187,7 @@ def test_narration_csvs_become_frame_captions(tmp_path):
     _write(folder / "case02.csv", "1.0,3.0,retract the lobe\n")
     h = validate(read_narrations(folder, source="surgvlp"))
     assert sorted(v["video_id"] for v in h.videos) == ["surgvlp/case01", "surgvlp/case02"]
-    assert [(f["video_id"], f["t_s"], f["caption"]) for f in h.frames] == [
+    assert [(f["video_id"], f["t_s"], f["caption"]) for f in h.frames.to_pylist()] == [
         ("surgvlp/case01", 2.0, "now we open, carefully"),
         ("surgvlp/case01", 7.0, "suture"),
         ("surgvlp/case02", 2.0, "retract the lobe"),
@@ -213,7 +213,7 @@ def test_multibypass_phases_and_steps_real_files(tmp_path):
     n_events = sum(p["label_name"] in events for p in raw["phases"])
     assert len(h.frames) == len(raw["steps"]) + n_events
     step = min(raw["steps"], key=lambda s: s["start"])
-    first = next(f for f in h.frames if f["label"] == step["label_name"])
+    first = next(f for f in h.frames.to_pylist() if f["label"] == step["label_name"])
     assert first["t_s"] == round((step["start"] + step["end"]) / 2000, 3)
     assert first["caption"].startswith(step["label_name"].split("_", 1)[1].replace("_", " "))
     assert "during" in first["caption"]
@@ -255,4 +255,4 @@ def test_documented_example_imports(tmp_path):
     assert h.videos[0]["path"] == str(tmp_path / "videos" / "yt-3kq9Zx1.mp4")
     assert h.videos[0]["group_id"] == "patient-0042"
     assert [o["end_s"] for o in h.operations][:2] == [95.5, 370.0]
-    assert [f["op_index"] for f in h.frames] == [0, 2]
+    assert [f["op_index"] for f in h.frames.to_pylist()] == [0, 2]

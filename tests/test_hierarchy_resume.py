@@ -117,7 +117,7 @@ def test_damaged_media_loses_only_the_samples_ffmpeg_cannot_make(demo, tmp_path)
         ("outside_media", "opensurgery__os-002__op-002"),
         ("outside_media", "opensurgery__os-002__op-003"),
     ]
-    late = sorted(f["key"] for f in h.frames if f["video_id"] == "opensurgery/os-002" and f["t_s"] > 3.5)
+    late = sorted(f["key"] for f in h.frames.to_pylist() if f["video_id"] == "opensurgery/os-002" and f["t_s"] > 3.5)
     assert sorted(e["clip_id"] for e in short if e["kind"] == "outside_media" and "__t-" in e["clip_id"]) == late
     assert [k for k in ops if "os-002" in k] == ["opensurgery__os-002__op-000", "opensurgery__os-002__op-001"]
     assert "opensurgery__os-002" in _keys(build, "video")

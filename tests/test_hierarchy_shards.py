@@ -55,7 +55,7 @@ def test_every_level_has_samples_with_matching_keys(demo):
     videos, ops, frames = _read(demo, "video"), _read(demo, "operation"), _read(demo, "frame")
     assert sorted(s["__key__"] for s in videos) == sorted(v["key"] for v in h.videos)
     assert sorted(s["__key__"] for s in ops) == sorted(o["key"] for o in h.operations)
-    assert sorted(s["__key__"] for s in frames) == sorted(f["key"] for f in h.frames)
+    assert sorted(s["__key__"] for s in frames) == sorted(f["key"] for f in h.frames.to_pylist())
     video_keys = {s["__key__"] for s in videos}
     for s in ops + frames:
         assert "." not in s["__key__"]
@@ -105,7 +105,7 @@ def test_operation_samples(demo, tmp_path):
 
 def test_frame_samples_and_shard_index(demo):
     h = load_hierarchy(demo)
-    table = {f["key"]: f for f in h.frames}
+    table = {f["key"]: f for f in h.frames.to_pylist()}
     for s in _read(demo, "frame"):
         meta = json.loads(s["json"])
         assert s["txt"].decode() == table[s["__key__"]]["caption"] == meta["caption"]

@@ -109,7 +109,7 @@ def test_split_column_on_every_level(tmp_path):
     assert split["os/v0"] == split["os/v1"]
     assert {v["group_id"] for v in h.videos if v["video_id"] in groups} == {"g"}
     assert all(o["split"] == split[o["video_id"]] for o in h.operations)
-    assert all(f["split"] == split[f["video_id"]] for f in h.frames)
+    assert all(f["split"] == split[f["video_id"]] for f in h.frames.to_pylist())
     assert len(h.operations) == 20 and len(h.frames) == 10
 
 

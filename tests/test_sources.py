@@ -268,7 +268,7 @@ def test_ldpolypvideo_frames_and_whole_videos(tmp_path):
         "ldpolypvideo/0_3": ("video", 0, "Videos/0_3.avi"),
         "ldpolypvideo/1_4": ("video", 1, "Videos/1_4.avi"),
     }
-    assert [(f["frame"], f["label_id"]) for f in parsed.frame_labels] == [(1, 0), (2, 1), (3, 1)]
+    assert [(f["frame"], f["label_id"]) for f in parsed.frame_labels.to_pylist()] == [(1, 0), (2, 1), (3, 1)]
     bad_box = write(tmp_path / "b", {"Train/Annotations/2/5.txt": "1\n10 20 5 120\n"})
     with pytest.raises(AnnotationError, match=r"5.txt:2: box '10 20 5 120' has max before min"):
         ADAPTERS["ldpolypvideo"].parse(bad_box)
@@ -281,3 +281,23 @@ def test_adapter_rejects_a_malformed_file(name, tmp_path):
         ADAPTERS[name].parse(write(tmp_path, bad_files))
     assert message in str(info.value)
     assert str(tmp_path) in str(info.value)
+
+
+def test_whole_column_reader_accepts_what_the_line_parser_did_and_names_the_right_line(tmp_path):
+    """Messy but valid whitespace (BOM, CRLF, blank lines, runs of spaces, trailing tabs) parses like a clean file;
+    an error after blank lines still names its physical line; empty trailing fields count as fields."""
+    clean = write(tmp_path / "a", {"video01-phase.txt": "Frame\tPhase\n0\tPreparation\n1\t0\n2\tClippingCutting\n"})
+    messy = write(
+        tmp_path / "b",
+        {
+            "video01-phase.txt": "\ufeff\r\nFrame  Phase\r\n\r\n  0 \t Preparation\t\r\n1    0\r\n"
+            "\r\n2\tClippingCutting \r\n"
+        },
+    )
+    a, b = (ADAPTERS["cholec80"].parse(p) for p in (clean, messy))
+    assert a.frame_labels.equals(b.frame_labels) and a.segments == b.segments
+    bad_file = write(tmp_path / "c", {"video01-phase.txt": "Frame\tPhase\n\n0\tPreparation\n\n\n1\tLunch\n"})
+    with pytest.raises(AnnotationError, match=r"video01-phase.txt:6: unknown phase 'Lunch'"):
+        ADAPTERS["cholec80"].parse(bad_file)
+    kc = write(tmp_path / "d", {"metadata.csv": KC_HEADER.strip() + ";x1;y1\na.jpg;v1;10;Anatomy;Pylorus;;\n"})
+    assert ADAPTERS["kvasir-capsule"].parse(kc).frame_labels.column("frame").to_pylist() == [10]

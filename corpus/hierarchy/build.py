@@ -14,10 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from corpus.build_dir import BuildDir
 from corpus.hierarchy.importers import Format, read_any
 from corpus.hierarchy.models import Hierarchy
-from corpus.hierarchy.schemas import ERROR_STAGE, read_hier_table, write_hier_table
+from corpus.hierarchy.schemas import ERROR_STAGE, read_hier_arrow, read_hier_table, write_hier_table
 from corpus.hierarchy.validate import Rules, validate
 from corpus.splits import stratified_split
 
@@ -41,7 +44,9 @@ def write_hierarchy(out: str | Path, h: Hierarchy) -> ImportReport:
         bd.replace_errors([ERROR_STAGE], h.errors)
         bd.refresh_catalog()
     kinds = Counter(e["kind"] for e in h.errors)
-    return ImportReport(len(h.videos), len(h.operations), len(h.frames), len(h.errors), dict(sorted(kinds.items())))
+    return ImportReport(
+        len(h.videos), len(h.operations), h.frames.num_rows, len(h.errors), dict(sorted(kinds.items()))
+    )
 
 
 def import_hierarchy(
@@ -61,11 +66,11 @@ def import_hierarchy(
 
 
 def load_hierarchy(build_dir: str | Path) -> Hierarchy:
-    """The three levels of a build dir (no error rows)."""
+    """The three levels of a build dir (no error rows); frames as an Arrow table."""
     return Hierarchy(
         videos=read_hier_table(build_dir, "hier_videos"),
         operations=read_hier_table(build_dir, "operations"),
-        frames=read_hier_table(build_dir, "frames"),
+        frames=read_hier_arrow(build_dir, "frames"),
     )
 
 
@@ -87,6 +92,10 @@ def split_hierarchy(
         ]
         write_hier_table(bd.path, "hier_videos", videos)
         write_hier_table(bd.path, "operations", [{**o, "split": split[o["video_id"]]} for o in h.operations])
-        write_hier_table(bd.path, "frames", [{**f, "split": split[f["video_id"]]} for f in h.frames])
+        frames = h.frames.drop_columns(["split"])
+        ids = pc.unique(frames.column("video_id"))
+        splits = pa.array([split.get(v) for v in ids.to_pylist()], pa.string())
+        frames = frames.append_column("split", splits.take(pc.index_in(frames.column("video_id"), value_set=ids)))
+        write_hier_table(bd.path, "frames", frames)
         bd.refresh_catalog()
     return dict(sorted(Counter(split.values()).items()))

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import pyarrow.compute as pc
+
 from corpus.atomic import temp_sibling
 from corpus.hierarchy.build import load_hierarchy
 from corpus.hierarchy.models import humanize
@@ -89,20 +91,23 @@ def retrieval_pairs(build_dir: str | Path) -> list[dict]:
                     "label": o.get("label"),
                 }
             )
-    for f in h.frames:
-        if f.get("caption"):
-            pairs.append(
-                {
-                    "level": "frame",
-                    "key": f["key"],
-                    "video_id": f["video_id"],
-                    "split": f.get("split"),
-                    "surgery_type": stype.get(f["video_id"]),
-                    "text": f["caption"],
-                    "t_s": f["t_s"],
-                    "label": f.get("label"),
-                }
-            )
+    captioned = h.frames.filter(
+        pc.and_kleene(h.frames.column("caption").is_valid(), pc.not_equal(h.frames.column("caption"), ""))
+    )
+    cols = [captioned.column(c).to_pylist() for c in ("key", "video_id", "split", "caption", "t_s", "label")]
+    for key, vid, split, caption, t_s, label in zip(*cols, strict=True):
+        pairs.append(
+            {
+                "level": "frame",
+                "key": key,
+                "video_id": vid,
+                "split": split,
+                "surgery_type": stype.get(vid),
+                "text": caption,
+                "t_s": t_s,
+                "label": label,
+            }
+        )
     order = {"video": 0, "operation": 1, "frame": 2}
     return sorted(pairs, key=lambda p: (order[p["level"]], p["key"]))
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from corpus.errors import AnnotationError
 from corpus.hierarchy.models import (
     FrameRecord,
+    FrameRows,
     Hierarchy,
     OperationRecord,
     VideoRecord,
@@ -63,7 +64,7 @@ def _files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
 # -- the documented JSON / JSONL format --------------------------------------------------------------------------
 
 
-def _record_rows(h: Hierarchy, obj: Any, where: str, base: Path) -> None:
+def _record_rows(h: Hierarchy, frames: FrameRows, obj: Any, where: str, base: Path) -> None:
     uri = where.rsplit(":", 1)[0].rsplit("#", 1)[0]
     vid = obj.get("video_id") if isinstance(obj, dict) else None
     try:
@@ -94,13 +95,13 @@ def _record_rows(h: Hierarchy, obj: Any, where: str, base: Path) -> None:
         except ValidationError as exc:
             h.error("bad_row", f"{at}: {validation_message(exc)}", video_id=rec.video_id, uri=uri)
             continue
-        h.frames.append({"video_id": rec.video_id, **f.model_dump(), "_where": at})
+        frames.add(rec.video_id, f.t_s, f.label, f.caption, at)
 
 
 def read_records(path: str | Path) -> Hierarchy:
     """The documented format: a ``.json`` file (one video object or a list of them), a ``.jsonl`` file (one video
     per line) or a folder of such files. Relative media ``path`` values resolve against the file's folder."""
-    h = Hierarchy()
+    h, frames = Hierarchy(), FrameRows()
     for file in _files(Path(path), (".json", ".jsonl")):
         if file.suffix == ".jsonl":
             for lineno, line in enumerate(file.read_text().splitlines(), 1):
@@ -111,12 +112,13 @@ def read_records(path: str | Path) -> Hierarchy:
                 except json.JSONDecodeError as exc:
                     h.error("bad_record", f"{file}:{lineno}: not valid JSON: {exc.msg}", video_id=None, uri=str(file))
                     continue
-                _record_rows(h, obj, f"{file}:{lineno}", file.parent)
+                _record_rows(h, frames, obj, f"{file}:{lineno}", file.parent)
         else:
             data = _load_json(file)
             items = data if isinstance(data, list) else [data]
             for i, obj in enumerate(items):
-                _record_rows(h, obj, f"{file}#{i}" if isinstance(data, list) else str(file), file.parent)
+                _record_rows(h, frames, obj, f"{file}#{i}" if isinstance(data, list) else str(file), file.parent)
+    h.frames = frames.table()
     return h
 
 
@@ -204,7 +206,7 @@ def read_csvs(
                 }
             )
     if frames is not None:
-        path = Path(frames)
+        path, rows = Path(frames), FrameRows()
         for line, row in _csv_rows(path, ("video_id", "t_s")):
             where = f"{path}:{line}: video {row['video_id']}"
             try:
@@ -212,15 +214,8 @@ def read_csvs(
             except ValueError as exc:
                 h.error("bad_row", f"{where}: t_s: {exc}", video_id=row["video_id"], uri=str(path))
                 continue
-            h.frames.append(
-                {
-                    "video_id": row["video_id"],
-                    "t_s": t,
-                    "label": _opt(row, "label"),
-                    "caption": _opt(row, "caption"),
-                    "_where": where,
-                }
-            )
+            rows.add(row["video_id"], t, _opt(row, "label"), _opt(row, "caption"), where)
+        h.frames = rows.table()
     return h
 
 
@@ -298,7 +293,7 @@ def read_narrations(
     Narration sentences are short, freely overlapping ASR chunks, so by default each becomes a frame caption at the
     chunk's midpoint (``label`` empty); ``level="operations"`` imports them as operations with ``text`` instead.
     """
-    h = Hierarchy()
+    h, frames = Hierarchy(), FrameRows()
     for file in _files(Path(path), (".csv",)):
         vid = f"{source}/{file.stem}"
         h.videos.append({"video_id": vid, "source": source, "_where": str(file)})
@@ -322,15 +317,8 @@ def read_narrations(
             elif end < start:
                 h.error("end_before_start", f"{where}: end {end} < start {start}", video_id=vid, uri=str(file))
             else:
-                h.frames.append(
-                    {
-                        "video_id": vid,
-                        "t_s": round((start + end) / 2, 3),
-                        "label": None,
-                        "caption": text,
-                        "_where": where,
-                    }
-                )
+                frames.add(vid, round((start + end) / 2, 3), None, text, where)
+    h.frames = frames.table()
     return h
 
 
@@ -350,7 +338,7 @@ def read_multibypass(
     - steps (the finer level) become frame rows at the step midpoint: label = step name, caption = readable step
       name and its phase (``"trocar placement, during preparation"``).
     """
-    h = Hierarchy()
+    h, frames = Hierarchy(), FrameRows()
     for file in _files(Path(path), (".json",)):
         name = file.name.split(".", 1)[0]
         centre = file.parent.parent.name if file.parent.name.startswith("labels_") else file.parent.name
@@ -380,7 +368,7 @@ def read_multibypass(
                     if name == "steps":
                         phase = next((p for s, e, p in phases if s <= mid < e), None)
                         caption = humanize(label) + (f", during {humanize(phase)}" if phase else "")
-                    h.frames.append({"video_id": vid, "t_s": mid, "label": label, "caption": caption, "_where": where})
+                    frames.add(vid, mid, label, caption, where)
                 else:
                     phases.append((start, end, label))
                     h.operations.append(
@@ -393,6 +381,7 @@ def read_multibypass(
                             "_where": where,
                         }
                     )
+    h.frames = frames.table()
     return h
 
 

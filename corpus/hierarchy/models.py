@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _HMS = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
@@ -88,22 +89,50 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# Frames as importers give them (before validation): ``_where`` names the file and line (or item) of each.
+FRAME_ROWS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("t_s", pa.float64()),
+        ("label", pa.string()),
+        ("caption", pa.string()),
+        ("_where", pa.string()),
+    ]
+)
+
+
+class FrameRows:
+    """Frame rows gathered column by column while importing (never a dict per frame); ``table()`` gives them in
+    ``FRAME_ROWS``."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list] = {name: [] for name in FRAME_ROWS.names}
+
+    def add(self, video_id: str, t_s: float, label: str | None, caption: str | None, where: str) -> None:
+        for name, value in zip(FRAME_ROWS.names, (video_id, t_s, label, caption, where), strict=True):
+            self.columns[name].append(value)
+
+    def table(self) -> pa.Table:
+        return pa.table(self.columns, schema=FRAME_ROWS)
+
+
 @dataclass
 class Hierarchy:
-    """Rows of the three levels plus error rows, as plain dicts in table schema.
+    """Rows of the three levels plus error rows: videos and operations as plain dicts in table schema, frames as an
+    Arrow table (``FRAME_ROWS`` as imported; ``corpus.hierarchy.schemas.FRAMES`` columns once validated or loaded).
 
-    Rows carry ``_where`` (``file:line`` or ``file#item``) so validation can name where a bad row came from.
+    Imported rows carry ``_where`` (``file:line`` or ``file#item``) so validation can name where a bad row came from.
     """
 
     videos: list[dict] = field(default_factory=list)
     operations: list[dict] = field(default_factory=list)
-    frames: list[dict] = field(default_factory=list)
+    frames: pa.Table = field(default_factory=FRAME_ROWS.empty_table)
     errors: list[dict] = field(default_factory=list)
 
     def extend(self, other: Hierarchy) -> Hierarchy:
         self.videos += other.videos
         self.operations += other.operations
-        self.frames += other.frames
+        self.frames = pa.concat_tables([self.frames, other.frames])
         self.errors += other.errors
         return self
 

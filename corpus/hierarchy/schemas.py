@@ -106,12 +106,26 @@ def frame_key(video_id: str, t_s: float) -> str:
     return f"{video_key(video_id)}__t-{round(t_s * 1000):09d}"
 
 
-def write_hier_table(build_dir: str | Path, name: str, rows: list[dict]) -> Path:
-    """Write one hierarchy table atomically, sorted by its key."""
-    return write_table(to_table(rows, HIER_TABLES[name], SORT_KEYS[name]), table_path(build_dir, name))
+def write_hier_table(build_dir: str | Path, name: str, rows: list[dict] | pa.Table) -> Path:
+    """Write one hierarchy table atomically, sorted by its key (``rows``: dicts, or an Arrow table whose missing
+    columns become nulls)."""
+    schema = HIER_TABLES[name]
+    if isinstance(rows, pa.Table):
+        cols = {
+            f.name: rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows) for f in schema
+        }
+        table = pa.table(cols).cast(schema).sort_by([(k, "ascending") for k in SORT_KEYS[name]])
+    else:
+        table = to_table(rows, schema, SORT_KEYS[name])
+    return write_table(table, table_path(build_dir, name))
 
 
 def read_hier_table(build_dir: str | Path, name: str) -> list[dict]:
     """All rows of a hierarchy table, or ``[]`` when it has not been written."""
+    return read_hier_arrow(build_dir, name).to_pylist()
+
+
+def read_hier_arrow(build_dir: str | Path, name: str) -> pa.Table:
+    """A hierarchy table as Arrow (empty, in its schema, when it has not been written)."""
     path = table_path(build_dir, name)
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    return pq.read_table(path) if path.exists() else HIER_TABLES[name].empty_table()

@@ -12,8 +12,12 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from corpus.hierarchy.models import Hierarchy
-from corpus.hierarchy.schemas import frame_key, operation_key, video_key
+from corpus.hierarchy.schemas import operation_key, video_key
 
 
 @dataclass(frozen=True)
@@ -90,24 +94,68 @@ def validate(h: Hierarchy, rules: Rules = Rules()) -> Hierarchy:
         for i, op in enumerate(kept):
             out.operations.append({**op, "index": i, "key": operation_key(vid, i)})
 
-    seen: dict[str, dict] = {}
-    ops_of: dict[str, list[dict]] = defaultdict(list)
-    for op in out.operations:
-        ops_of[op["video_id"]].append(op)
-    for fr in h.frames:
-        if fr["video_id"] not in videos:
-            bad("unknown_video", fr, f"frame of unknown video {fr['video_id']!r}")
-            continue
-        if not in_video(fr, fr["t_s"], fr["t_s"], f"frame at {fr['t_s']:g} s"):
-            continue
-        if rules.frame_labels is not None and fr.get("label") is not None and fr["label"] not in rules.frame_labels:
-            bad("unknown_label", fr, f"frame label {fr['label']!r} is not in the frame label vocabulary")
-            continue
-        key = frame_key(fr["video_id"], fr["t_s"])
-        if key in seen:
-            bad("duplicate_frame", fr, f"a frame at {fr['t_s']:g} s is already defined at {seen[key].get('_where')}")
-            continue
-        op_index = next((o["index"] for o in ops_of[fr["video_id"]] if o["start_s"] <= fr["t_s"] < o["end_s"]), None)
-        seen[key] = row = {**fr, "op_index": op_index, "key": key}
-        out.frames.append(row)
+    out.frames = _valid_frames(h.frames, videos, out.operations, rules, bad)
     return out
+
+
+def _valid_frames(frames: pa.Table, videos: dict[str, dict], operations: list[dict], rules: Rules, bad) -> pa.Table:
+    """The frames that pass, with ``op_index`` and ``key`` (``FRAMES`` columns but ``split``), checked column-wise.
+
+    A frame fails at its first failed check, in this order: unknown video, outside the video, label outside the
+    vocabulary, same key as an earlier frame (the earlier one stays). Error rows follow the frames' order.
+    """
+    n = frames.num_rows
+    known = pa.array(list(videos), pa.string())
+    vidx = pc.index_in(frames.column("video_id"), value_set=known)
+    unknown = vidx.is_null().to_numpy(zero_copy_only=False)
+    vi = vidx.fill_null(len(videos)).to_numpy()  # unknown videos point past the end, at a placeholder
+    durations = np.array([np.nan if v.get("duration_s") is None else v["duration_s"] for v in videos.values()] + [0])
+    duration = durations[vi]
+    t = frames.column("t_s").to_numpy()
+    outside = ~unknown & ((t < 0) | (~np.isnan(duration) & (t > duration + rules.tolerance_s)))
+    label = frames.column("label")
+    off_vocab = np.zeros(n, bool)
+    if rules.frame_labels is not None:
+        listed = pc.is_in(label, value_set=pa.array(list(rules.frame_labels), pa.string()))
+        off_vocab = label.is_valid().to_numpy(zero_copy_only=False) & ~listed.to_numpy(zero_copy_only=False)
+    off_vocab &= ~unknown & ~outside
+    candidate = ~(unknown | outside | off_vocab)
+    video_keys = pa.array([v["key"] for v in videos.values()] + [""], pa.string())
+    ms = pa.array(np.round(np.where(candidate, t, 0) * 1000).astype(np.int64)).cast(pa.string())
+    keys = pc.binary_join_element_wise(video_keys.take(pa.array(vi)), pc.utf8_lpad(ms, 9, "0"), "__t-")
+    maybe = pc.if_else(pa.array(candidate), keys, pa.scalar(None, pa.string()))
+    codes = pc.dictionary_encode(maybe).indices.fill_null(-1).to_numpy()
+    first_of = np.full(codes.max(initial=-1) + 1, -1)
+    rows = np.flatnonzero(candidate)
+    first_of[codes[rows][::-1]] = rows[::-1]  # the earliest frame of each key
+    duplicate = candidate & (first_of[codes] != np.arange(n))
+    where = frames.column("_where")
+    for i in np.flatnonzero(unknown | outside | off_vocab | duplicate):
+        row = {"video_id": frames.column("video_id")[i].as_py(), "_where": where[i].as_py()}
+        if unknown[i]:
+            bad("unknown_video", row, f"frame of unknown video {row['video_id']!r}")
+        elif outside[i]:
+            shown = "unknown" if np.isnan(duration[i]) else f"{duration[i]:g} s"
+            bad("outside_video", row, f"frame at {t[i]:g} s outside the video (duration {shown})")
+        elif off_vocab[i]:
+            bad("unknown_label", row, f"frame label {label[i].as_py()!r} is not in the frame label vocabulary")
+        else:
+            earlier = where[int(first_of[codes[i]])].as_py()
+            bad("duplicate_frame", row, f"a frame at {t[i]:g} s is already defined at {earlier}")
+    kept = candidate & ~duplicate
+    op_index = np.full(n, -1)
+    starts: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    for op in operations:  # in index order within each video
+        starts[op["video_id"]].append((op["start_s"], op["end_s"], op["index"]))
+    for v, vid in enumerate(videos):
+        mine = np.flatnonzero(kept & (vi == v))
+        if not len(mine) or not starts[vid]:
+            continue
+        lo, hi, idx = (np.array(c) for c in zip(*starts[vid], strict=True))
+        inside = (lo[None, :] <= t[mine, None]) & (t[mine, None] < hi[None, :])
+        op_index[mine] = np.where(inside.any(axis=1), idx[inside.argmax(axis=1)], -1)
+    take = pa.array(np.flatnonzero(kept))
+    out = frames.drop_columns(["_where"]).take(take)
+    ops = pa.array(op_index, pa.int32()).take(take)
+    out = out.append_column("op_index", pc.if_else(pc.equal(ops, -1), pa.scalar(None, pa.int32()), ops))
+    return out.append_column("key", keys.take(take))

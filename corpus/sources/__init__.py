@@ -1,12 +1,17 @@
 """Source adapters: one module per dataset, each exporting ``parse(root) -> ParsedAnnotations``.
 
-Collected explicitly here; importing a module never registers anything.
+Adapters of big per-frame formats also export ``parse_stream(root)``, which yields the same rows piece by piece
+(one annotation file at a time) so that a source of any size parses in bounded memory; :func:`stream` gives any
+adapter's output that way. Collected explicitly here; importing a module never registers anything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
+from corpus.annotations import ParsedAnnotations
 from corpus.sources import (
     aixsuture,
     autolaparo,
@@ -58,3 +63,11 @@ def adapter(name: str) -> ModuleType:
         return ADAPTERS[name]
     except KeyError:
         raise KeyError(f"no adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+
+
+def stream(module: ModuleType, root: str | Path) -> Iterator[ParsedAnnotations]:
+    """An adapter's output piece by piece: its ``parse_stream`` when it has one, else ``parse`` as one piece."""
+    if hasattr(module, "parse_stream"):
+        yield from module.parse_stream(Path(root))
+    else:
+        yield module.parse(Path(root))

@@ -1,37 +1,42 @@
-"""Shared parser for 'frame, label id' files (one row per sampled frame, optional header)."""
+"""Shared parser for 'frame, label id' files (one row per sampled frame, optional header), read whole-column."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from corpus.annotations import ParsedAnnotations, frame_label, runs
-from corpus.sources._common import as_int, bad, lines
+import numpy as np
+import pyarrow as pa
+
+from corpus.annotations import ParsedAnnotations, frame_table, runs
+from corpus.sources._common import bad, not_increasing, read_columns
 
 
 def parse_numeric(
     path: Path, vid: str, level: str, names: dict[int, str], fps: float, source: str
 ) -> ParsedAnnotations:
-    rows = lines(path)
-    if rows and not rows[0][1][:1].isdigit():
-        rows = rows[1:]
-    frames: list[int] = []
-    labels: list[tuple[str, int]] = []
-    for n, text in rows:
-        parts = [p for p in re.split(r"[\s,;]+", text) if p]
-        if len(parts) != 2:
-            raise bad(path, n, f"expected 'frame, label id', got {text!r}")
-        frame, lid = as_int(path, n, parts[0], "frame"), as_int(path, n, parts[1], "label id")
-        if lid not in names:
-            raise bad(path, n, f"label id {lid} not one of {sorted(names)}")
-        if frames and frame <= frames[-1]:
-            raise bad(path, n, f"frame {frame} does not increase (previous {frames[-1]})")
-        frames.append(frame)
-        labels.append((names[lid], lid))
-    if not frames:
+    cols = read_columns(
+        path,
+        ("frame", "label_id"),
+        separators=",;",
+        has_header=lambda first: not first[:1].isdigit(),
+        malformed="expected 'frame, label id', got {text!r}",
+        ints=("frame", "label_id"),
+    )
+    frames, frame_bad = cols.ints("frame")
+    lids, lid_bad = cols.ints("label_id")
+    known = np.array(sorted(names))
+    cols.check(
+        (frame_bad, cols.not_int("frame", "frame")),
+        (lid_bad, cols.not_int("label_id", "label id")),
+        (~lid_bad & ~np.isin(lids, known), lambda k: f"label id {lids[k]} not one of {sorted(names)}"),
+        not_increasing(frames),
+    )
+    if not len(frames):
         raise bad(path, None, "no annotation rows")
-    out = ParsedAnnotations(source, segments=runs(vid, level, frames, labels, fps))
-    out.frame_labels = [frame_label(vid, level, f, fps, a, b) for f, (a, b) in zip(frames, labels, strict=True)]
+    ids = pa.array(lids, pa.int32())
+    labels = pa.array([names[int(i)] for i in known]).take(pa.array(np.searchsorted(known, lids)))
+    out = ParsedAnnotations(source, segments=runs(vid, level, frames, labels, ids, fps))
+    out.frame_labels = frame_table(vid, level, frames, fps, labels, ids)
     out.videos = [
         {
             "video_id": vid,

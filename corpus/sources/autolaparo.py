@@ -6,6 +6,7 @@ Native files: ``labels/label_NN.txt``, header ``Frame<TAB>Phase``, phase ids 1-7
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from corpus.annotations import ParsedAnnotations, concat
@@ -26,11 +27,14 @@ PHASES = {
 }
 
 
-def parse(root: Path) -> ParsedAnnotations:
-    parts = []
+def parse_stream(root: Path) -> Iterator[ParsedAnnotations]:
+    """One piece per ``label_NN.txt``."""
     for f in find(Path(root), "**/label_[0-9][0-9].txt"):
         p = parse_numeric(f, video_id(SOURCE, f.stem.removeprefix("label_")), "phase", PHASES, FPS, SOURCE)
         for s in p.segments:  # the benchmark label map is keyed by the native id
             s["label"] = str(s["label_id"])
-        parts.append(p)
-    return concat(parts, SOURCE)
+        yield p
+
+
+def parse(root: Path) -> ParsedAnnotations:
+    return concat(parse_stream(root), SOURCE)

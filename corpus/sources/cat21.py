@@ -11,11 +11,15 @@ their case number.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from corpus.annotations import ParsedAnnotations, frame_label, runs
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from corpus.annotations import ParsedAnnotations, concat, frame_table, runs
 from corpus.ids import video_id
-from corpus.sources._common import as_int, bad, find, lines
+from corpus.sources._common import bad, find, not_increasing, read_columns
 
 SOURCE = "cat-21"
 FPS = 25.0
@@ -46,58 +50,64 @@ def subset_of(path: Path) -> str:
 
 
 def parse_case(path: Path, root: Path) -> ParsedAnnotations:
-    """One ``case_NN.csv``: per-frame labels and their contiguous runs as ``phase`` segments."""
+    """One ``case_NN.csv``, read whole-column: per-frame labels and their contiguous runs as ``phase`` segments."""
     vid = video_id(SOURCE, path.stem)
-    rows = lines(path)
-    if rows and not rows[0][1][:1].isdigit():
-        rows = rows[1:]  # header
-    frames: list[int] = []
-    labels: list[tuple[str, int]] = []
-    for n, text in rows:
-        parts = [p.strip() for p in text.split(",")]
-        if len(parts) != 2:
-            raise bad(path, n, f"expected '<frame>,<phase>', got {text!r}")
-        frame = as_int(path, n, parts[0], "frame")
-        if parts[1] not in PHASES:
-            raise bad(path, n, f"unknown phase {parts[1]!r} (expected one of {', '.join(PHASES)})")
-        if frames and frame <= frames[-1]:
-            raise bad(path, n, f"frame {frame} does not increase (previous {frames[-1]})")
-        frames.append(frame)
-        labels.append((parts[1], PHASES.index(parts[1])))
-    if not frames:
+    cols = read_columns(
+        path,
+        ("frame", "phase"),
+        separators=",",
+        collapse=False,
+        has_header=lambda first: not first[:1].isdigit(),
+        malformed="expected '<frame>,<phase>', got {text!r}",
+        ints=("frame",),
+    )
+    frames, frame_bad = cols.ints("frame")
+    text = cols.table.column("phase")
+    names = pa.array(PHASES)
+    lid = pc.index_in(text, value_set=names)
+    cols.check(
+        (frame_bad, cols.not_int("frame", "frame")),
+        (
+            lid.is_null().to_numpy(zero_copy_only=False),
+            lambda k: f"unknown phase {text[k].as_py()!r} (expected one of {', '.join(PHASES)})",
+        ),
+        not_increasing(frames),
+    )
+    if not len(frames):
         raise bad(path, None, "no annotation rows")
-    out = ParsedAnnotations(SOURCE, segments=runs(vid, "phase", frames, labels, FPS))
-    out.frame_labels = [frame_label(vid, "phase", f, FPS, a, b) for f, (a, b) in zip(frames, labels, strict=True)]
+    ids = lid.cast(pa.int32())
+    out = ParsedAnnotations(SOURCE, segments=runs(vid, "phase", frames, text, ids, FPS))
+    out.frame_labels = frame_table(vid, "phase", frames, FPS, text, ids)
+    rel = path.relative_to(root) if path.is_relative_to(root) else path
     out.videos = [
         {
             "video_id": vid,
             "native_id": path.stem,
             "fps": FPS,
-            "n_frames": frames[-1] + 1,
+            "n_frames": int(frames[-1]) + 1,
             "annotation_file": str(path),
-            "subset": subset_of(path.relative_to(root) if path.is_relative_to(root) else path),
-            "video_file": (path.relative_to(root) if path.is_relative_to(root) else Path(path.name))
-            .with_suffix(".mp4")
-            .as_posix(),
+            "subset": subset_of(rel),
+            "video_file": (rel if path.is_relative_to(root) else Path(path.name)).with_suffix(".mp4").as_posix(),
         }
     ]
     return out
 
 
-def parse(root: Path) -> ParsedAnnotations:
+def parse_stream(root: Path) -> Iterator[ParsedAnnotations]:
+    """One piece per ``case_NN.csv``."""
     root = Path(root)
     files = [f for f in find(root, "case_*.csv", "**/case_*.csv") if _CASE.match(f.stem)]
     if not files:
         raise bad(root, None, "no case_NN.csv annotation files")
-    out = ParsedAnnotations(SOURCE)
     seen: dict[str, Path] = {}
-    base = root if root.is_dir() else root.parent
     for f in files:
         if f.stem in seen:
             raise bad(f, None, f"{f.stem} is annotated twice (also {seen[f.stem]})")
         seen[f.stem] = f
-        part = parse_case(f, base)
-        out.segments += part.segments
-        out.frame_labels += part.frame_labels
-        out.videos += part.videos
-    return out
+    base = root if root.is_dir() else root.parent
+    for f in files:
+        yield parse_case(f, base)
+
+
+def parse(root: Path) -> ParsedAnnotations:
+    return concat(parse_stream(root), SOURCE)

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
-from corpus.annotations import ParsedAnnotations, frame_label, runs, segment
+import numpy as np
+import pyarrow as pa
+
+from corpus.annotations import ParsedAnnotations, concat, frame_table, runs, segment
 from corpus.errors import MissingInput
 from corpus.ids import video_id
 from corpus.sources._common import as_float, as_int, bad, lines
@@ -47,11 +51,11 @@ def parse_frame(path: Path) -> int:
     return k
 
 
-def parse(root: Path) -> ParsedAnnotations:
+def parse_stream(root: Path) -> Iterator[ParsedAnnotations]:
+    """One piece per annotated video (its frame files' polyp counts as columns), then one for the whole videos."""
     root = Path(root)
     if not root.is_dir():
         raise MissingInput(f"{root}: LDPolypVideo folder not found")
-    out = ParsedAnnotations(SOURCE)
     frames: dict[str, dict[int, Path]] = defaultdict(dict)
     folder_of: dict[str, Path] = {}
     for f in sorted(root.glob("**/Annotations/*/*.txt")):
@@ -62,13 +66,21 @@ def parse(root: Path) -> ParsedAnnotations:
         if not f.stem.isdigit():
             raise bad(f, None, "annotation file name must be the frame number (<frame>.txt)")
         frames[native][int(f.stem)] = f
+    whole = [
+        (f, m)
+        for f in sorted(p for ext in ("avi", "mp4") for p in root.glob(f"**/*.{ext}"))
+        if (m := _WHOLE.match(f.stem))
+    ]
+    if not frames and not whole:
+        raise MissingInput(f"{root}: no Annotations/<video>/<frame>.txt files and no <0|1>_<n>.avi videos")
+    names = pa.array(LABELS)
     for native in sorted(frames, key=lambda s: (len(s), s)):
         vid = video_id(SOURCE, native)
-        order = sorted(frames[native])
-        labels = [(LABELS[k > 0], int(k > 0)) for k in (parse_frame(frames[native][i]) for i in order)]
-        out.segments += runs(vid, "finding", order, labels, None)
-        pairs = zip(order, labels, strict=True)
-        out.frame_labels += [frame_label(vid, "finding", i, None, a, b) for i, (a, b) in pairs]
+        order = np.array(sorted(frames[native]), dtype=np.int64)
+        ids = pa.array(np.array([parse_frame(frames[native][int(i)]) for i in order]) > 0).cast(pa.int32())
+        labels = names.take(ids)
+        out = ParsedAnnotations(SOURCE, segments=runs(vid, "finding", order, labels, ids, None))
+        out.frame_labels = frame_table(vid, "finding", order, None, labels, ids)
         out.videos.append(
             {
                 "video_id": vid,
@@ -78,10 +90,9 @@ def parse(root: Path) -> ParsedAnnotations:
                 "annotation_file": str(folder_of[native]),
             }
         )
-    for f in sorted(p for ext in ("avi", "mp4") for p in root.glob(f"**/*.{ext}")):
-        m = _WHOLE.match(f.stem)
-        if not m:
-            continue
+        yield out
+    out = ParsedAnnotations(SOURCE)
+    for f, m in whole:
         rel = f.relative_to(root).as_posix()
         k = int(m.group(1))
         vid = video_id(SOURCE, f.stem)
@@ -96,6 +107,8 @@ def parse(root: Path) -> ParsedAnnotations:
                 "video_file": rel,
             }
         )
-    if not out.videos:
-        raise MissingInput(f"{root}: no Annotations/<video>/<frame>.txt files and no <0|1>_<n>.avi videos")
-    return out
+    yield out
+
+
+def parse(root: Path) -> ParsedAnnotations:
+    return concat(parse_stream(root), SOURCE)

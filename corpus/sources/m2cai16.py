@@ -6,10 +6,10 @@ Native files: ``train_dataset/workflow_video_NN.txt`` and ``test_dataset/test_wo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from corpus.annotations import ParsedAnnotations, concat
-from corpus.ids import video_id
 from corpus.sources._common import find
 from corpus.sources.cholec80 import parse_phase_file
 
@@ -27,18 +27,13 @@ PHASES = (
 )
 
 
-def parse(root: Path) -> ParsedAnnotations:
-    """Every ``*workflow_video_NN.txt`` under ``root``; the native id keeps its subset folder."""
+def parse_stream(root: Path) -> Iterator[ParsedAnnotations]:
+    """Every ``*workflow_video_NN.txt`` under ``root``, one piece per file; the native id keeps its subset folder."""
     root = Path(root)
-    files = [f for f in find(root, "**/*workflow_video_[0-9][0-9].txt") if "timestamp" not in f.name]
-    parts = []
-    for f in files:
-        p = parse_phase_file(f, SOURCE, PHASES)
-        native = f"{f.parent.name}/{f.stem}" if f.parent != root else f.stem
-        vid = video_id(SOURCE, native)
-        for rows in (p.segments, p.frame_labels, p.videos):
-            for r in rows:
-                r["video_id"] = vid
-        p.videos[0]["native_id"] = native
-        parts.append(p)
-    return concat(parts, SOURCE)
+    for f in find(root, "**/*workflow_video_[0-9][0-9].txt"):
+        if "timestamp" not in f.name:
+            yield parse_phase_file(f, SOURCE, PHASES, f"{f.parent.name}/{f.stem}" if f.parent != root else f.stem)
+
+
+def parse(root: Path) -> ParsedAnnotations:
+    return concat(parse_stream(root), SOURCE)

@@ -72,10 +72,9 @@ def parse(root: Path, rules: Rules = Rules()) -> ParsedAnnotations:
         out.segments.append(
             _segment(o["video_id"], "operation", o.get("label"), None, o["start_s"], o["end_s"], o.get("text"))
         )
-    for f in h.frames:
-        out.segments.append(
-            _segment(f["video_id"], "frame", f.get("label"), None, f["t_s"], f["t_s"], f.get("caption"))
-        )
+    columns = (h.frames.column(c).to_pylist() for c in ("video_id", "label", "t_s", "caption"))
+    for vid, label, t_s, caption in zip(*columns, strict=True):  # frame captions are segments: few, not per frame
+        out.segments.append(_segment(vid, "frame", label, None, t_s, t_s, caption))
     level_order = {"video": 0, "operation": 1, "frame": 2}
     out.segments.sort(key=lambda s: (s["video_id"], level_order[s["level"]], s["start_s"]))
     out.errors = [

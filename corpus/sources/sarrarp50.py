@@ -6,6 +6,7 @@ of the 60 fps ``video_left.avi``); actions 0 other ... 7 returning/dropping the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from corpus.annotations import ParsedAnnotations, concat
@@ -27,11 +28,14 @@ ACTIONS = {
 }
 
 
-def parse(root: Path) -> ParsedAnnotations:
-    parts = []
+def parse_stream(root: Path) -> Iterator[ParsedAnnotations]:
+    """One piece per ``video_NN/action_discrete.txt``."""
     for f in find(Path(root), "*/action_discrete.txt", "**/action_discrete.txt"):
         p = parse_numeric(f, video_id(SOURCE, f.parent.name), "action", ACTIONS, FPS, SOURCE)
         for s in p.segments:  # label: the id (benchmark label map); text: the action's name (clip folder)
             s["label"], s["text"] = str(s["label_id"]), s["label"]
-        parts.append(p)
-    return concat(parts, SOURCE)
+        yield p
+
+
+def parse(root: Path) -> ParsedAnnotations:
+    return concat(parse_stream(root), SOURCE)
