@@ -25,25 +25,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from builders.executors.base import Executor
 from builders.executors.local import LocalExecutor
 from builders.stages.annotate import FRAME_LABELS_OUT, SEGMENTS_OUT, annotate_source
 from builders.stages.base import Stage
-from builders.stages.clip import CLIPS_DIR, ClipStage, split_clip_rows
+from builders.stages.clip import CLIPS_DIR, ClipStage
 from builders.stages.dedup import dedup
 from builders.stages.fetch import FetchStage
 from builders.stages.probe import ProbeStage
-from builders.stages.shard import corpus_series, write_series
+from builders.stages.shard import SHARDS_DIR, ShardPlanner, ShardStage, clip_sample
 from builders.tools import ffmpeg_version
 from corpus.build_dir import BuildDir
 from corpus.errors import ErrorRow
 from corpus.figures import build_figures
 from corpus.ids import check_unique, safe_relpath, sample_key, video_id
 from corpus.manifest import ClipSpec, CorpusManifest, Source
+from corpus.parts import PARTS_DIR, PartWriter
 from corpus.progress import console
 from corpus.resolve import official_splits, resolve_plan
-from corpus.schemas import table_path, write_rows, write_table
+from corpus.schemas import CLIPS, VIDEOS, table_path, write_rows, write_table
 from corpus.splits import SPLITS, assign_splits
 
 log = logging.getLogger("surgcorpus.build")
@@ -158,51 +161,46 @@ def _build(
         with timer("fetch"):
             fetched = executor.run(str(out), stages.fetch(str(cache)), plan)
         errors += fetched.errors
-        write_rows(out, "fetch", fetched.rows, sort_by=["video_id"])
+        fetch_t = fetched.read(out, "fetch")
+        write_table(fetch_t, table_path(out, "fetch"))
 
         with timer("probe"):
-            probed = executor.run(str(out), stages.probe(), fetched.rows)
+            probed = executor.run(str(out), stages.probe(), fetch_t.to_pylist())
         errors += probed.errors
-        write_rows(out, "probe", probed.rows, sort_by=["video_id"])
-        facts = {r["video_id"]: r for r in probed.rows}
+        probe_t = probed.read(out, "probe")
+        write_table(probe_t, table_path(out, "probe"))
         mask = {s.name: s.mask for s in manifest.sources}
-        videos = [
-            {**f, **facts[f["video_id"]], "mask": mask[f["source"]]} for f in fetched.rows if f["video_id"] in facts
-        ]
+        videos = _sorted(fetch_t.join(probe_t, "video_id", join_type="inner"), "video_id")
+        videos = videos.append_column("mask", pa.array([mask[s] for s in videos["source"].to_pylist()], pa.string()))
 
         with timer("clip"):
-            cut = executor.run(str(out), stages.clip(str(out), manifest.clips, preset), videos)
+            cut = executor.run(str(out), stages.clip(str(out), manifest.clips, preset), videos.to_pylist())
         errors += cut.errors
-        clips, measured = split_clip_rows(cut.rows)
-        for v in videos:  # the clip pass counted the decoded frames: they replace the header's figures
-            v.update(measured.get(v["video_id"], {}))
-        _remove_stale_clips(out, videos)
+        staged = out / PARTS_DIR / "clip" / "clips.parquet"  # every clip, before split, duplicates and shards
+        cut.merge(out, "clips", staged)
+        videos = _measured(videos, cut.read(out, "clip_facts"))
+        video_ids = videos["video_id"].to_pylist()
+        _remove_stale_clips(out, video_ids)
 
         with timer("dedup"):
-            dd = dedup(videos, clips, manifest.dedup)
+            clip_cols = pq.read_table(staged, columns=["clip_id", "video_id", "start_s", "end_s", "sha256", "phash"])
+            dd = dedup(videos.to_pylist(), clip_cols.to_pylist(), manifest.dedup)
+            del clip_cols
         write_rows(out, "dedup", dd.rows, sort_by=["level", "cluster_id", "member_id"])
 
         with timer("split"):
-            splits = _split(manifest, videos, dd.video_dup, official)
-        n_clips = Counter(c["video_id"] for c in clips)
-        for v in videos:
-            v["split"], v["split_reason"] = splits[v["video_id"]]
-            v["dup_of"], v["dup_kind"] = dd.video_dup.get(v["video_id"], (None, None))
-            v["n_clips"] = n_clips.get(v["video_id"], 0)
-        split_of = {v["video_id"]: v["split"] for v in videos}
-        for c in clips:
-            c["split"] = split_of[c["video_id"]]
-            c["dup_of"], c["dup_kind"] = dd.clip_dup.get(c["clip_id"], (None, None))
-            c["key"] = sample_key(c["clip_id"])
+            splits = _split(
+                manifest, videos.select(["video_id", "source", "native_id"]).to_pylist(), dd.video_dup, official
+            )
 
         with timer("shard"):
-            index = _shard(manifest, out, clips, executor)
-        where = {r["clip_id"]: r["shard"] for r in index}
-        for c in clips:
-            c["shard"] = where.get(c["clip_id"])
-        write_rows(out, "videos", videos, sort_by=["video_id"])
-        write_rows(out, "clips", clips, sort_by=["video_id", "start_s"])
-        write_rows(out, "shards", index, sort_by=["split", "shard", "offset"])
+            planned, per_split = _plan_shards(manifest, out, staged, splits, dd.clip_dup)
+            sharded = executor.run(str(out), ShardStage(out), planned)
+            sharded.merge(out, "shards", table_path(out, "shards"), sorted_by="shard")
+        errors += sharded.errors
+        os.replace(staged, table_path(out, "clips"))
+        videos = _finish_videos(videos, splits, dd.video_dup, _clips_per_video(table_path(out, "clips")))
+        write_table(videos, table_path(out, "videos"))
         bd.replace_errors(BUILD_STAGES | {e.stage for e in errors}, errors)
         bd.refresh_catalog()
         _write_lock(bd, manifest, manifest_path, videos)
@@ -215,13 +213,11 @@ def _build(
         summary.duplicate_clips = figures["duplicate_clips"]
         summary.source_frames = figures["source_frames"]
         summary.seconds = figures["hours"] * 3600
-        summary.shards = len({r["shard"] for r in index})
+        summary.shards = len(planned)
         summary.retried = fetched.retried + probed.retried + cut.retried
+        video_splits = Counter(split for split, _ in splits.values())
         for split in SPLITS:
-            summary.per_split[split] = {
-                "videos": sum(v["split"] == split for v in videos),
-                "clips": sum(c["split"] == split and c["shard"] is not None for c in clips),
-            }
+            summary.per_split[split] = {"videos": video_splits[split], "clips": per_split[split]}
         summary.errors = Counter(e.kind for e in errors)
         summary.stage_seconds["total"] = time.perf_counter() - t0
         log.info("done: %d videos, %d clips, %d errors", summary.videos, summary.clips, summary.n_errors)
@@ -243,17 +239,24 @@ def _timed(summary: BuildSummary, name: str) -> Iterator[None]:
     log.info("stage %s: %.2f s", name, summary.stage_seconds[name])
 
 
-def _remove_stale_clips(out: Path, videos: list[dict]) -> None:
+def _remove_stale_clips(out: Path, video_ids: list[str]) -> None:
     """Delete clip files of videos no longer in the build (a source or video left the manifest)."""
     root = out / CLIPS_DIR
-    current = {root / safe_relpath(v["video_id"]) for v in videos}
+    current = {root / safe_relpath(v) for v in video_ids}
     if not root.exists():
         return
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and f.parent not in current and not (f.suffix == ".jpg" and f.parent.parent in current):
-            log.info("removing stale clip file %s", f)
-            f.unlink()
-    for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    visited: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here in current:  # a current video's folder: its clips stay (never list millions of clip files)
+            dirnames.clear()
+            continue
+        visited.append(here)
+        dirnames.sort()
+        for name in sorted(filenames):
+            log.info("removing stale clip file %s", here / name)
+            (here / name).unlink()
+    for d in sorted(visited[1:], key=lambda p: len(p.parts), reverse=True):
         if not any(d.iterdir()):
             d.rmdir()
 
@@ -308,27 +311,83 @@ def _split(
     )
 
 
-def _shard(manifest: CorpusManifest, out: Path, clips: list[dict], executor: Executor) -> list[dict]:
-    """Write every split's shards on the executor (one unit per shard); returns the shard index rows."""
-    keep = [c for c in clips if c["dup_of"] is None]
-    series = [corpus_series(out, manifest.name, split, [c for c in keep if c["split"] == split]) for split in SPLITS]
-    entries = write_series(out, series, manifest.shard.max_samples, manifest.shard.max_bytes, executor)
-    clip_of = {c["key"]: c["clip_id"] for c in keep}
-    return [
-        {
-            "clip_id": clip_of[e["key"]],
-            "key": e["key"],
-            "split": e["shard"].split("/")[1],
-            "shard": e["shard"],
-            "member": e["member"],
-            "offset": e["offset"],
-            "bytes": e["bytes"],
-        }
-        for e in entries
-    ]
+def _sorted(table: pa.Table, *keys: str) -> pa.Table:
+    return table.sort_by([(k, "ascending") for k in keys])
 
 
-def _write_lock(bd: BuildDir, manifest: CorpusManifest, manifest_path, videos: list[dict]) -> None:
+def _measured(videos: pa.Table, facts: pa.Table) -> pa.Table:
+    """``videos`` with the figures the clip pass measured (decoded frame count, duration) replacing the header's."""
+    if facts.num_rows == 0:
+        return videos
+    measured = facts.rename_columns([c if c == "video_id" else f"measured_{c}" for c in facts.column_names])
+    joined = _sorted(videos.join(measured, "video_id", join_type="left outer"), "video_id")
+    for name in facts.column_names[1:]:
+        i = joined.schema.get_field_index(name)
+        value = pc.coalesce(joined[f"measured_{name}"], joined[name]).cast(joined.schema.field(name).type)
+        joined = joined.set_column(i, name, value).drop_columns([f"measured_{name}"])
+    return joined.select(videos.column_names)
+
+
+def _clips_per_video(clips: Path) -> dict[str, int]:
+    counts = pc.value_counts(pq.read_table(clips, columns=["video_id"])["video_id"])
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def _finish_videos(
+    videos: pa.Table, splits: dict, video_dup: dict[str, tuple[str, str]], n_clips: dict[str, int]
+) -> pa.Table:
+    """The ``videos`` table: per-video facts plus split, duplicate and clip count (one row per video)."""
+    ids = videos["video_id"].to_pylist()
+    extra = {
+        "split": [splits[v][0] for v in ids],
+        "split_reason": [splits[v][1] for v in ids],
+        "dup_of": [video_dup.get(v, (None, None))[0] for v in ids],
+        "dup_kind": [video_dup.get(v, (None, None))[1] for v in ids],
+        "n_clips": [n_clips.get(v, 0) for v in ids],
+    }
+    for name, values in extra.items():
+        videos = videos.append_column(name, pa.array(values, VIDEOS.field(name).type))
+    return videos.select(VIDEOS.names).cast(VIDEOS)
+
+
+def _plan_shards(
+    manifest: CorpusManifest, out: Path, staged: Path, splits: dict, clip_dup: dict[str, tuple[str, str]]
+) -> tuple[list[dict], Counter]:
+    """Stream the staged clips once: give each its split, duplicate mark, key and shard, rewrite the staged table
+    with them, and plan every split's shards (one :class:`ShardStage` unit per shard). Returns the units and the
+    sharded clips per split. Memory: one batch of clips plus one open shard per split."""
+    planners = {
+        split: ShardPlanner(
+            out,
+            f"{SHARDS_DIR}/{split}",
+            f"{manifest.name}-{split}",
+            manifest.shard.max_samples,
+            manifest.shard.max_bytes,
+        )
+        for split in SPLITS
+    }
+    per_split: Counter = Counter()
+    with PartWriter(staged.with_suffix(".planned.parquet"), CLIPS) as writer:
+        for batch in pq.ParquetFile(staged).iter_batches(batch_size=65_536):
+            rows = batch.to_pylist()
+            for c in rows:
+                c["split"] = splits[c["video_id"]][0]
+                c["dup_of"], c["dup_kind"] = clip_dup.get(c["clip_id"], (None, None))
+                c["key"] = sample_key(c["clip_id"])
+                if c["dup_of"] is None:
+                    sample, nbytes = clip_sample(out, c)
+                    c["shard"] = planners[c["split"]].add(sample, nbytes, c["clip_id"], c["split"])
+                    per_split[c["split"]] += 1
+            writer.write(rows)
+    os.replace(staged.with_suffix(".planned.parquet"), staged)
+    keys = pq.read_table(staged, columns=["key"])["key"]
+    if pc.count_distinct(keys).as_py() != len(keys):  # never one sample over another (keys are injective)
+        dupes = pc.value_counts(keys).filter(pc.greater(pc.struct_field(pc.value_counts(keys), "counts"), 1))
+        raise ValueError(f"two clips share a shard key: {dupes.to_pylist()[:5]}")
+    return [u for split in SPLITS for u in planners[split].finish()], per_split
+
+
+def _write_lock(bd: BuildDir, manifest: CorpusManifest, manifest_path, videos: pa.Table) -> None:
     from importlib.metadata import version
 
     import duckdb
@@ -344,7 +403,7 @@ def _write_lock(bd: BuildDir, manifest: CorpusManifest, manifest_path, videos: l
             "webdataset": version("webdataset"),  # not imported: it pulls in torch (+190 MiB in the driver)
             "python": platform.python_version(),
         },
-        "inputs": {v["video_id"]: v["sha256"] for v in sorted(videos, key=lambda v: v["video_id"])},
+        "inputs": dict(sorted(zip(videos["video_id"].to_pylist(), videos["sha256"].to_pylist(), strict=True))),
     }
     bd.write_provenance(lock)
 

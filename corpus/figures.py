@@ -35,7 +35,7 @@ def build_figures(build_dir: str | Path | BuildDir) -> dict[str, float | int]:
         "clips": 0 if clips is None else clips.num_rows,
         "duplicate_videos": not_null(videos, "dup_of"),
         "duplicate_clips": not_null(clips, "dup_of"),
-        "sharded_clips": 0 if shards is None else len(pc.unique(shards["clip_id"])),
+        "sharded_clips": 0 if shards is None else pc.count_distinct(shards["clip_id"]).as_py(),
         "hours": total(videos, "duration_s") / 3600,
         "source_frames": int(total(videos, "n_frames")),
         "errors": 0 if errors is None else errors.num_rows,

@@ -98,6 +98,16 @@ CLIPS = pa.schema(
     ]
 )
 
+# What the clip pass measured per video (one row per video; not a build table: merged into ``videos``).
+CLIP_FACTS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("n_frames", pa.int64()),
+        ("frames_counted", pa.bool_()),
+        ("duration_s", pa.float64()),
+    ]
+)
+
 DEDUP = pa.schema(
     [
         ("level", pa.string()),  # video | clip

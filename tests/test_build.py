@@ -150,6 +150,15 @@ def test_adding_a_video_moves_no_other_video(gen_build, generated, tmp_path):
     build(load_manifest(m2), grown, workers=2, show_progress=False)
     after = {v["video_id"]: v["split"] for v in _table(grown, "videos")}
     assert "site-c/new" in after and all(after[k] == s for k, s in before.items())
+    # its id sorts last, so only its split's last shard changes (or new ones follow it); every other tar is the same
+    split = after["site-c/new"]
+    old_tars, new_tars = _tar_digests(out), _tar_digests(grown)
+    last = max((t for t in old_tars if f"/{split}/" in t), default="")
+    changed = {t for t in old_tars if new_tars.get(t) != old_tars[t]}
+    assert changed <= {last}
+    shard_of_new = {c["shard"] for c in _table(grown, "clips") if c["video_id"] == "site-c/new"}
+    assert shard_of_new and all(s >= last for s in shard_of_new)
+    assert all(s in changed or s not in old_tars for s in shard_of_new)  # the tars holding it were (re)written
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])

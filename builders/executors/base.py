@@ -1,7 +1,8 @@
 """Running one unit of a stage: skip it if done, run it, record errors, mark it done (the marker is written last).
 
-State lives under ``<build>/_state/<stage>/<unit hash>.json``: the unit id, its fingerprint, the rows it produced,
-the files it wrote with their sizes, and its error rows. A unit is done only when its marker exists, the
+State lives under ``<build>/_state/<stage>/<unit hash>.json``: the unit id, its fingerprint, the rows it produced
+(or, for stages with ``outputs``, the Parquet parts holding them: ``corpus.parts``), the files it wrote with their
+sizes, and its error rows. A unit is done only when its marker exists, the
 fingerprint matches and every recorded file is still there with the recorded size. A unit that raised an
 unexpected exception (a bug) is never marked done; its exception propagates.
 
@@ -19,6 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from builders.stages.base import Stage, UnitResult
 from corpus.atomic import write_text_atomic
 from corpus.errors import TRANSIENT_KINDS, ErrorRow, transient_error
@@ -30,11 +34,26 @@ STATE_DIR = "_state"
 class StageOutput:
     """All rows and errors of a stage run, in unit-id order; ``ran``/``skipped`` count units."""
 
-    rows: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # stages without ``outputs``
     errors: list[ErrorRow] = field(default_factory=list)
     ran: int = 0
     skipped: int = 0
     retried: int = 0  # units re-run because their marker recorded an error (``retry_errors``)
+    parts: dict[str, list[str]] = field(default_factory=dict)  # table -> parts (relative paths), in unit-id order
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)  # table -> its schema (the stage's ``outputs``)
+
+    def merge(self, build_dir: str | Path, table: str, dest: str | Path, sorted_by: str | None = "video_id") -> int:
+        """Merge ``table``'s parts, in unit order, into ``dest`` (streaming); returns the number of rows."""
+        from corpus.parts import merge_parts
+
+        parts = [Path(build_dir) / p for p in self.parts.get(table, [])]
+        return merge_parts(parts, dest, self.schemas[table], sorted_by)
+
+    def read(self, build_dir: str | Path, table: str) -> pa.Table:
+        """``table``'s parts as one in-memory table (for per-video tables: a few rows per unit)."""
+        schema = self.schemas[table]
+        got = [pq.read_table(Path(build_dir) / p).select(schema.names).cast(schema) for p in self.parts.get(table, [])]
+        return pa.concat_tables(got) if got else schema.empty_table()
 
 
 def marker_path(build_dir: str | Path, stage: str, unit_id: str) -> Path:
@@ -59,7 +78,10 @@ def load_done(build_dir: str | Path, stage: Stage, row: dict, retry_errors: bool
         if not p.exists() or (p.is_file() and p.stat().st_size != size):
             return None
     return UnitResult(
-        rows=marker["rows"], files=list(marker.get("files", {})), errors=[ErrorRow(**e) for e in marker["errors"]]
+        rows=marker["rows"],
+        files=list(marker.get("files", {})),
+        errors=[ErrorRow(**e) for e in marker["errors"]],
+        parts=marker.get("parts", {}),
     )
 
 
@@ -80,8 +102,30 @@ def mark_done(build_dir: str | Path, stage: Stage, row: dict, result: UnitResult
         "rows": result.rows,
         "files": {k: v for k, v in files.items() if v >= 0},
         "errors": [e.to_dict() for e in result.errors],
+        "parts": result.parts,
     }
     write_text_atomic(path, json.dumps(marker, default=str))
+
+
+def write_unit_parts(build_dir: str, stage: Stage, row: dict, result: UnitResult) -> None:
+    """Write the unit's rows as one Parquet part per output table (sorted by the table's keys), record them in
+    ``result.parts`` and ``result.files``, and drop the rows from the result: they never travel to the driver.
+    A table the unit no longer has rows for loses its old part."""
+    from corpus.parts import part_relpath, write_part
+    from corpus.schemas import to_table
+
+    by_table: dict[str, list[dict]] = {}
+    for r in result.rows:
+        by_table.setdefault(stage.route(r), []).append(r)
+    for table, (schema, sort_by) in stage.outputs.items():
+        rel = part_relpath(stage.name, table, stage.unit_id(row))
+        if table in by_table:
+            write_part(Path(build_dir) / rel, to_table(by_table[table], schema, sort_by), schema)
+            result.parts[table] = rel
+            result.files.append(rel)
+        else:
+            (Path(build_dir) / rel).unlink(missing_ok=True)
+    result.rows = []
 
 
 def run_unit(build_dir: str, stage: Stage, row: dict, interrupted: Callable[[], bool] = lambda: False) -> UnitResult:
@@ -98,6 +142,8 @@ def run_unit(build_dir: str, stage: Stage, row: dict, interrupted: Callable[[], 
         if err is None:
             raise
         result = UnitResult(errors=[ErrorRow.from_exception(stage.name, err, video_id=row.get("video_id"), uri=None)])
+    if stage.outputs:
+        write_unit_parts(build_dir, stage, row, result)
     if any(e.kind in TRANSIENT_KINDS for e in result.errors):
         result.cacheable = False
     if result.cacheable and not interrupted():
@@ -143,11 +189,14 @@ def pending_units(build_dir: str, stage: Stage, rows: list[dict], retry_errors: 
 
 
 def gather(stage: Stage, rows: list[dict], results: dict[str, UnitResult], out: StageOutput) -> StageOutput:
-    """Fill ``out`` with every unit's rows and errors, in unit-id order (``rows`` sorted by unit id)."""
+    """Fill ``out`` with every unit's rows (or parts) and errors, in unit-id order (``rows`` sorted by unit id)."""
+    out.schemas = {table: schema for table, (schema, _) in stage.outputs.items()}
     for row in rows:
         res = results[stage.unit_id(row)]
         out.rows.extend(res.rows)
         out.errors.extend(res.errors)
+        for table, part in res.parts.items():
+            out.parts.setdefault(table, []).append(part)
     return out
 
 

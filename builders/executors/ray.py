@@ -28,6 +28,7 @@ from pathlib import Path
 
 from builders.executors.base import Executor, StageOutput, check_columns, gather, pending_units, run_unit
 from builders.stages.base import Stage, UnitResult
+from corpus.errors import SurgcorpusError
 from corpus.progress import stage_progress
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ _READY: set[str] = set()  # stages whose setup() ran in this worker process
 _LOGGING: set[str] = set()  # build dirs this worker process logs into
 
 
-class BuildDirNotShared(RuntimeError):
-    """A Ray node cannot see the build dir at the driver's path."""
+class BuildDirNotShared(SurgcorpusError):
+    """A Ray node cannot see the build dir at the driver's path (the command stops before any work)."""
+
+    kind = "build_dir_not_shared"
 
 
 def _run_task(stage: Stage, build_dir: str, row: dict) -> UnitResult:

@@ -11,7 +11,9 @@ A stage declares:
 - ``unit_id(row)``: a stable id (never a position in a list);
 - ``fingerprint(row)``: a hash of everything the unit's output depends on; a changed fingerprint redoes the unit;
 - ``cost(row)``: relative work, for scheduling (longest first);
-- ``process(row) -> UnitResult``: output rows, files written (for resume checks) and error rows.
+- ``process(row) -> UnitResult``: output rows, files written (for resume checks) and error rows;
+- ``outputs``: the tables its rows go to; the executor then writes each unit's rows as a Parquet part in the worker
+  (``corpus.parts``) and the driver merges tables from parts, never holding the rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import pyarrow as pa
 
 from corpus.errors import ErrorRow
 
@@ -32,6 +36,7 @@ class UnitResult:
     files: list[str] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
     cacheable: bool = True  # False when an error may go away on retry (network): no done marker is written
+    parts: dict[str, str] = field(default_factory=dict)  # table -> the Parquet part holding this unit's rows of it
 
 
 class Stage:
@@ -39,6 +44,13 @@ class Stage:
 
     name: ClassVar[str] = "stage"
     requires: ClassVar[tuple[str, ...]] = ("video_id",)
+    # Tables this stage's rows go to (name -> schema, sort keys within a unit). With outputs, the executor writes
+    # each unit's rows as Parquet parts (``corpus.parts``) in the worker, and the driver never receives them.
+    outputs: ClassVar[dict[str, tuple[pa.Schema, tuple[str, ...]]]] = {}
+
+    def route(self, row: dict) -> str:
+        """The output table a row belongs to (stages with several outputs override this)."""
+        return next(iter(self.outputs))
 
     def setup(self) -> None:
         """Check tools once per worker process."""

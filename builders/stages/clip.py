@@ -47,6 +47,7 @@ from builders.tools import require_binary, require_encoder
 from corpus.errors import DecodeError, ErrorRow, SurgcorpusError, ffmpeg_failure
 from corpus.ids import clip_id, safe_relpath
 from corpus.manifest import ClipSpec
+from corpus.schemas import CLIP_FACTS, CLIPS
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,11 @@ class ClipStage(Stage):
 
     name = "clip"
     requires = ("video_id", "source", "domain", "path", "sha256", "uri", "n_frames", "fps")
+    # clip rows, and one row per video of what the clip pass measured (decoded frames replace the header's)
+    outputs = {"clips": (CLIPS, ("start_s", "clip_id")), "clip_facts": (CLIP_FACTS, ())}
+
+    def route(self, row: dict) -> str:
+        return "clips" if "clip_id" in row else "clip_facts"
 
     def __init__(self, build_dir: str, spec: ClipSpec, preset: str = "ultrafast") -> None:
         self.build_dir = build_dir

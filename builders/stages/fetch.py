@@ -38,6 +38,7 @@ from corpus.errors import (
     SurgcorpusError,
     ToolMissing,
 )
+from corpus.schemas import FETCH
 
 __all__ = ["Fetched", "FetchStage", "fetch_uri", "resolve_uri"]
 
@@ -268,6 +269,7 @@ class FetchStage(Stage):
         "expected_sha256",
         "expected_bytes",
     )
+    outputs: ClassVar = {"fetch": (FETCH, ())}
 
     def __init__(self, cache_dir: str, *, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 60.0) -> None:
         self.cache_dir = cache_dir

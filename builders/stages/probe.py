@@ -20,6 +20,7 @@ import ffmpeg
 from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.tools import require_binary
 from corpus.errors import EmptyVideo, ErrorRow, ProbeError, SurgcorpusError
+from corpus.schemas import PROBE
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class ProbeStage(Stage):
 
     name = "probe"
     requires = ("video_id", "path", "sha256", "uri")
+    outputs = {"probe": (PROBE, ())}
 
     def setup(self) -> None:
         require_binary("ffprobe")
