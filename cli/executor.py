@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from builders.executors.base import Executor
 from cli.common import fail
+
+if TYPE_CHECKING:  # the executors are imported by the commands that run one, not by `surgcorpus --help`
+    from builders.executors.base import Executor
 
 ExecutorKind = Annotated[
     str,
