@@ -17,7 +17,9 @@ from cli.common import RetryErrors, fail
 from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import SurgcorpusError
 
-app = typer.Typer(help="SurgRec downstream benchmark: clip plans, split audit, build.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="SurgRec downstream benchmark: clip plans, split audit, build.", no_args_is_help=True
+)
 
 Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="benchmark manifest (default: surgrec16)")]
 Root = Annotated[Path, typer.Option("--root", "-r", help="the dataset's raw folder (annotation files)")]

@@ -16,7 +16,11 @@ from cli.common import fail
 from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import SurgcorpusError
 
-app = typer.Typer(help="Embed clips, balance a pretraining corpus, check benchmark leakage.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Embed clips, balance a pretraining corpus, check benchmark leakage.",
+    no_args_is_help=True,
+)
 
 
 @app.command("embed")

@@ -16,7 +16,9 @@ from cli.common import fail
 from corpus.errors import SurgcorpusError
 
 app = typer.Typer(
-    help="Evaluation: metrics on files, linear probes and zero-shot tasks on checkpoints.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Evaluation: metrics on files, linear probes and zero-shot tasks on checkpoints.",
+    no_args_is_help=True,
 )
 
 EvalFormat = Annotated[str, typer.Option("--format", "-f", help="output format: table or json")]

@@ -8,7 +8,7 @@ import typer
 
 from cli.common import fail
 
-if TYPE_CHECKING:  # not at run time: it loads pyarrow, 0.3-1 s of every command that never runs an executor
+if TYPE_CHECKING:  # the executors are imported by the commands that run one, not by `surgcorpus --help`
     from builders.executors.base import Executor
 
 ExecutorKind = Annotated[

@@ -21,6 +21,7 @@ from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import AnnotationError, SurgcorpusError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="hierarchy",
     help="OpenSurgery-style hierarchies (video → operation → frame): import, fixed split, shards, task exports.",
     no_args_is_help=True,

@@ -23,6 +23,7 @@ from cli.executor import ExecutorKind, RayAddress, make_executor
 from corpus.errors import ManifestError, SurgcorpusError, ToolMissing
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="surgcorpus",
     help="Reproducible surgical video corpora: manifests → WebDataset shards + Parquet tables + DuckDB catalog.",
     no_args_is_help=True,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -201,6 +202,19 @@ class Pass:
     n_frames: int
     counted: bool
     decode: str
+
+
+def error_histogram(errors_s: np.ndarray, src_fps: float) -> dict[str, int]:
+    """Output frames per timestamp error in source frames, rounded to a quarter frame (``"nan"``: unknown): the
+    per-frame distribution that ``clips.max_timestamp_error_s`` (one figure per clip) summarises, logged per video
+    for the benchmark."""
+    quarters = np.round(errors_s * src_fps * 4) / 4
+    known = quarters[np.isfinite(quarters)]
+    values, counts = np.unique(known, return_counts=True)
+    out = {f"{v:g}": int(n) for v, n in zip(values, counts, strict=True)}
+    if len(known) < len(quarters):
+        out["nan"] = int(len(quarters) - len(known))
+    return out
 
 
 def split_clip_rows(rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
@@ -447,27 +461,33 @@ class ClipStage(Stage):
         facts = {"video_id": vid, "n_frames": done.n_frames, "frames_counted": done.counted, "duration_s": duration}
         how = "decoded" if done.counted else "estimated"
         log.info("%s: %s decode, %d frames (%s)", vid, done.decode, done.n_frames, how)
+        if fps > 0 and len(done.errors_s):
+            log.info("%s: timestamp errors per output frame: %s", vid, json.dumps(error_histogram(done.errors_s, fps)))
         return UnitResult(rows=[facts, *rows], files=files, errors=errors)
 
     def _run_timed(self, row: dict, crop: Crop | None, work: Path) -> Pass:
-        """The ffmpeg pass; in ``fast`` timing the cheapest decode first, the full decode when that one fails,
-        yields fewer output frames than the header's timeline, or strays more than half an output period."""
+        """The ffmpeg pass; in ``fast`` timing the cheapest decode first. A decode that fails, yields fewer output
+        frames than the header's timeline, strays more than half an output period, or (skipping frames) leaves a
+        median error of a source frame or more is redone decoding every frame: at reduced resolution where the
+        rejected one had it, in full otherwise (or when that one is rejected too)."""
         spec, src = self.spec, row["path"]
         choice = choose_decode(row, spec.fps, spec.size) if spec.timing == "fast" else FULL
-        if choice is not FULL:
+        while choice is not FULL:
             try:
                 done = self._run_ffmpeg(row, crop, work, choice)
-                problem = self._fast_problem(row, done)
+                problem = self._fast_problem(row, done, choice)
             except DecodeError as exc:  # bad input for the cheaper decoder; a killed run (transient) propagates
                 problem = str(exc)
             if problem is None:
                 return done
-            log.info("%s: %s decode rejected (%s); decoding every frame", src, choice.name, problem)
+            fallback = choice.every_frame_variant()
+            log.info("%s: %s decode rejected (%s); redone as %s", src, choice.name, problem, fallback.name)
             for f in work.iterdir():
                 shutil.rmtree(f) if f.is_dir() else f.unlink()
+            choice = fallback
         return self._run_ffmpeg(row, crop, work, FULL)
 
-    def _fast_problem(self, row: dict, done: Pass) -> str | None:
+    def _fast_problem(self, row: dict, done: Pass, choice: DecodeChoice) -> str | None:
         spec = self.spec
         n_out = len(done.errors_s)
         header, fps = row.get("n_frames_header") or row.get("n_frames"), float(row.get("fps") or 0)
@@ -480,6 +500,8 @@ class ClipStage(Stage):
             return "source frames of the output could not be identified"
         if n_out and float(done.errors_s.max()) > 0.5 / spec.fps:
             return f"timestamp error {float(done.errors_s.max()):.3f} s exceeds half an output period"
+        if n_out and fps and not choice.every_frame and (median := float(np.median(done.errors_s)) * fps) >= 1:
+            return f"median timestamp error {median:.2f} source frames, not under one"  # e.g. 2 B-frames in a row
         return None
 
     def _run_ffmpeg(self, row: dict, crop: Crop | None, work: Path, choice: DecodeChoice) -> Pass:

@@ -26,7 +26,7 @@ from typing import ClassVar
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
-from builders.stages import cas, http, youtube
+from builders.stages import cas
 from builders.stages.base import Stage, UnitResult, stable_hash
 from builders.stages.cas import Fetched
 from corpus.errors import (
@@ -82,16 +82,20 @@ def fetch_uri(
     if scheme in ("", "file"):
         path = _file_path(target) if scheme else target
         return _fetch_local(path, expected_sha256, expected_bytes)
-    if scheme == "youtube" or (scheme in ("http", "https") and youtube.is_youtube(target)):
-        return youtube.download(
-            target,
-            cache_dir,
-            expected_sha256=expected_sha256,
-            expected_bytes=expected_bytes,
-            retries=retries,
-            timeout_s=timeout_s,
-        )
-    if scheme in ("http", "https"):
+    if scheme in ("youtube", "http", "https"):
+        # imported here, not at module level: requests (about 20 MiB and 0.1 s in every process) serves only remote
+        # sources, and the build's driver and workers import this module
+        from builders.stages import http, youtube
+
+        if scheme == "youtube" or youtube.is_youtube(target):
+            return youtube.download(
+                target,
+                cache_dir,
+                expected_sha256=expected_sha256,
+                expected_bytes=expected_bytes,
+                retries=retries,
+                timeout_s=timeout_s,
+            )
         return http.download(
             target,
             cache_dir,
@@ -180,6 +184,8 @@ def _fetch_hf(
         raise ToolMissing("hf:// URIs need huggingface_hub: pip install huggingface_hub") from None
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
+
+    from builders.stages import http
 
     repo_type, repo_id, filename, revision = _parse_hf(uri)
     ext = cas.suffix_of(filename)

@@ -54,6 +54,13 @@ class DecodeChoice:
     def every_frame(self) -> bool:
         return self.gap_frames == 1.0
 
+    def every_frame_variant(self) -> DecodeChoice:
+        """The fallback when this decode is rejected: its reduced resolution without skipped frames (timing then
+        exact), or the full decode."""
+        if self.lowres and not self.every_frame:
+            return DecodeChoice(f"lowres{self.lowres}", ("-lowres", str(self.lowres)), self.lowres)
+        return FULL
+
 
 FULL = DecodeChoice()
 
