@@ -34,6 +34,7 @@ from corpus.unionfind import UnionFind
 MAX_HITS = 64  # a query hash near this many other items (a black frame, a test card) says nothing: skip it
 QUERIES_PER_ITEM = 64
 EXACT_INDEX_LIMIT = 200_000  # up to this many hashes, an exact (flat) index; above, an IVF index (nprobe 32)
+IVF_MAX_LISTS = 4096  # 12M hashes: adding them costs 12M x lists Hamming distances, each query 32 / lists of 12M
 MAX_BUCKET = 4 * MAX_HITS  # clips sharing one band value beyond this many: an uninformative frame, skipped
 VIDEO_COLUMNS = ("video_id", "sha256", "n_frames", "fps")
 CLIP_COLUMNS = ("clip_id", "video_id", "start_s", "end_s", "sha256", "phash")
@@ -118,9 +119,10 @@ def _binary_index(codes: np.ndarray):
     if len(data) <= EXACT_INDEX_LIMIT:
         index = faiss.IndexBinaryFlat(64)
     else:
-        train = min(len(data), 262_144)
-        nlist = int(min(4 * np.sqrt(len(data)), train / 40))  # faiss wants >= 39 training points per list
+        nlist = int(min(4 * np.sqrt(len(data)), IVF_MAX_LISTS))
+        train = min(len(data), 40 * nlist)  # faiss wants >= 39 training points per list
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, nlist)
+        index.cp.niter = 10  # training is k-means over sample x lists: most of the index's cost at corpus size
         index.train(data[np.random.default_rng(0).choice(len(data), train, replace=False)])
         index.nprobe = 32
     index.add(data)
