@@ -13,14 +13,16 @@ of flat ``(codes, owner, position)`` arrays (:class:`Signatures`); only duplicat
   clips, exact (same clip sha256) and near duplicates across different videos: a mean Hamming distance of the
   aligned hashes (i-th with i-th) of at most ``clip_threshold``. Candidates are clips that share one band of an
   aligned hash exactly (multi-index hashing, see :func:`near_clip_pairs`): with ``k`` bands per hash, every pair
-  whose aligned hashes differ in fewer than ``k`` bits per hash in total is found (pigeonhole), ``k`` = 8 for a
-  few thousand clips down to 3 at 3M clips, where bands stay wide enough that chance collisions remain few.
+  whose aligned hashes differ in fewer than ``k`` bits per hash in total is found (pigeonhole), ``k`` = 8 up to
+  1,024 clips, 4 at 100k, 3 at 3M: bands stay wide enough that chance collisions remain few.
 
 A cluster's representative is its longest member (ties: smallest id); the others get ``dup_of`` and ``dup_kind``.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +32,8 @@ import pyarrow.compute as pc
 
 from corpus.manifest import DedupSpec
 from corpus.unionfind import UnionFind
+
+log = logging.getLogger(__name__)
 
 MAX_HITS = 64  # a query hash near this many other items (a black frame, a test card) says nothing: skip it
 QUERIES_PER_ITEM = 64
@@ -360,11 +364,26 @@ def dedup(videos: pa.Table, clips: pa.Table, spec: DedupSpec) -> DedupResult:
         pa.chunked_array([c.cast(pa.string()) for t in (videos, clips) for c in t["video_id"].chunks], pa.string())
     )
     ids = ids.take(pc.sort_indices(ids))  # byte order of UTF-8 = code point order, as Python sorts
+    t0 = time.perf_counter()
     cols = ClipColumns.from_table(clips, ids)
     step_s = hash_step_s(cols)
     sigs = video_signatures(cols, len(ids), step_s)
+    t1 = time.perf_counter()
     video_dup, offsets, rows = _video_level(videos, ids.to_pylist(), sigs, step_s, spec)
+    t2 = time.perf_counter()
     clip_dup = _clip_level(cols, ids, video_dup, offsets, spec, rows)
+    log.info(
+        "dedup: %d videos, %d clips, %d hashes: columns %.1f s; video level %.1f s, %d duplicates; "
+        "clip level %.1f s, %d duplicates",
+        len(videos),
+        len(clips),
+        len(cols.hashes.codes),
+        t1 - t0,
+        t2 - t1,
+        len(video_dup),
+        time.perf_counter() - t2,
+        len(clip_dup),
+    )
     return DedupResult(video_dup, clip_dup, rows)
 
 
