@@ -161,9 +161,9 @@ def run_corpus(n_videos: int, per_video: int, copies: int) -> dict:
     videos, clips, planted = corpus_tables(n_videos, per_video, copies, rng)
     t_gen = time.perf_counter() - t
     rss_inputs = _rss_mb()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = dd.dedup(videos, clips, DedupSpec())
-    t_dedup = time.perf_counter() - t
+    t_dedup, cpu_dedup = time.perf_counter() - t, time.process_time() - cpu
     clusters: dict[str, set[str]] = {}
     for r in result.rows:
         if r["level"] == "clip":
@@ -181,6 +181,7 @@ def run_corpus(n_videos: int, per_video: int, copies: int) -> dict:
         "hashes": int(pc.sum(pc.list_value_length(clips["phash"])).as_py()),
         "generate_s": round(t_gen, 1),
         "dedup_s": round(t_dedup, 1),
+        "dedup_cpu_s": round(cpu_dedup, 1),  # the machine is shared: CPU time is the steadier figure
         "rss_inputs_mb": round(rss_inputs),
         "peak_rss_mb": round(_rss_mb()),
         "planted_clip_pairs": {k: sum(v == k for v in planted["clips"].values()) for k in ("0-2 bits", "3-5 bits")},
@@ -236,10 +237,10 @@ def _markdown(results: dict, hashes: int) -> str:
             "clips and videos tables as Arrow; peak RSS from `getrusage` (the inputs alone: "
             f"{r['rss_inputs_mb']} MB).",
             "",
-            "| dedup s | peak RSS MB | clip recall 0-2 bits/hash | clip recall 3-5 bits/hash | clip false pairs "
-            "| video recall | video false pairs |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            f"| {r['dedup_s']} | {r['peak_rss_mb']} | {r['clip_recall']['0-2 bits']:.3f} "
+            "| dedup s (wall) | dedup CPU s | peak RSS MB | clip recall 0-2 bits/hash | clip recall 3-5 bits/hash "
+            "| clip false pairs | video recall | video false pairs |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {r['dedup_s']} | {r['dedup_cpu_s']} | {r['peak_rss_mb']} | {r['clip_recall']['0-2 bits']:.3f} "
             f"({r['planted_clip_pairs']['0-2 bits']} pairs) | {r['clip_recall']['3-5 bits']:.3f} "
             f"({r['planted_clip_pairs']['3-5 bits']} pairs) | {r['clip_false_pairs']} | {r['video_recall']:.3f} "
             f"| {r['video_false_pairs']} |",

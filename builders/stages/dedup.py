@@ -185,13 +185,14 @@ def candidate_pairs(sigs: Signatures, radius: int, min_votes: int = 2) -> dict[t
     vote_pair = vote_keys // span
     best = np.zeros(len(pair_keys), dtype=np.int64)
     np.maximum.at(best, vote_pair, window)
-    pa_, pb_ = pair_keys // n_items, pair_keys % n_items
-    need = np.minimum(np.minimum(min_votes, lengths[pa_]), lengths[pb_])
+    item_a, item_b = pair_keys // n_items, pair_keys % n_items
+    need = np.minimum(np.minimum(min_votes, lengths[item_a]), lengths[item_b])
     order = np.lexsort((found_at, -votes, vote_pair))  # per pair: most votes first, ties in the order found
     bounds = np.searchsorted(vote_pair[order], np.arange(len(pair_keys) + 1))
     offsets_sorted = (vote_keys % span - span // 2)[order]
     return {
-        (int(pa_[p]), int(pb_[p])): offsets_sorted[bounds[p] : bounds[p + 1]] for p in np.flatnonzero(best >= need)
+        (int(item_a[p]), int(item_b[p])): offsets_sorted[bounds[p] : bounds[p + 1]]
+        for p in np.flatnonzero(best >= need)
     }
 
 
