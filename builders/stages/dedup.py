@@ -224,7 +224,7 @@ class ClipColumns:
             video=video,
             start_s=start_s,
             end_s=clips["end_s"].to_numpy().astype(np.float64),
-            hashes=Signatures.from_owner(codes, np.repeat(np.arange(len(n_hashes)), n_hashes), len(n_hashes)),
+            hashes=Signatures.from_owner(codes, pc.list_parent_indices(phash).to_numpy(), len(n_hashes)),
         )
 
     def ids(self, rows: np.ndarray) -> list[str]:
