@@ -8,7 +8,8 @@ of flat ``(codes, owner, position)`` arrays (:class:`Signatures`); only duplicat
 - Video level: exact duplicates share a sha256; near duplicates (re-encoded, resized, brightness/contrast changed,
   trimmed) have a time offset at which the mean Hamming distance of the overlapping hashes is at most
   ``video_threshold`` over at least ``min_match_fraction`` of the shorter sequence. Candidate pairs, and the offsets
-  to try, come from a faiss binary-index range search of sampled hashes against all hashes, never from all pairs.
+  to try, come from a faiss binary-index range search of sampled hashes against all hashes, never from all pairs
+  (exact up to 200k hashes; multi-index hashing above, which finds every hash within 5 bits).
 - Clip level: clips of a duplicate video point to the representative's clip nearest in time; among the other
   clips, exact (same clip sha256) and near duplicates across different videos: a mean Hamming distance of the
   aligned hashes (i-th with i-th) of at most ``clip_threshold``. Candidates are clips that share one band of an
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_HITS = 64  # a query hash near this many other items (a black frame, a test card) says nothing: skip it
 QUERIES_PER_ITEM = 64
-EXACT_INDEX_LIMIT = 200_000  # up to this many hashes, an exact (flat) index; above, an IVF index (nprobe 32)
-IVF_MAX_LISTS = 4096  # 12M hashes: adding them costs 12M x lists Hamming distances, each query 32 / lists of 12M
+EXACT_INDEX_LIMIT = 200_000  # up to this many hashes, an exact (flat) index; above, multi-index hashing
+HASH_BANDS = 3  # bands of 21 bits: 12M hashes leave about 6 per bucket
 MAX_BUCKET = 4 * MAX_HITS  # clips sharing one band value beyond this many: an uninformative frame, skipped
 VIDEO_COLUMNS = ("video_id", "sha256", "n_frames", "fps")
 CLIP_COLUMNS = ("clip_id", "video_id", "start_s", "end_s", "sha256", "phash")
@@ -116,19 +117,21 @@ class Signatures:
 
 
 def _binary_index(codes: np.ndarray):
-    """A faiss index over 64-bit hashes: exact up to ``EXACT_INDEX_LIMIT`` codes, inverted lists above."""
+    """A faiss index over 64-bit hashes: exact up to ``EXACT_INDEX_LIMIT`` codes, multi-index hashing above.
+
+    Above the limit, 3 bands of 21 bits each go into a hash table, probed with up to 1 bit of a band flipped: every
+    code within 5 bits of a query is found (pigeonhole), farther ones when one band is within 1 bit. Adding is
+    linear and a query reads a few hundred codes, so the cost stays linear in the corpus (an IVF index's query
+    cost grows with the codes per list, its assignment cost with the lists: quadratic together).
+    """
     import faiss
 
     data = np.ascontiguousarray(codes).view(np.uint8).reshape(-1, 8)
     if len(data) <= EXACT_INDEX_LIMIT:
         index = faiss.IndexBinaryFlat(64)
     else:
-        nlist = int(min(4 * np.sqrt(len(data)), IVF_MAX_LISTS))
-        train = min(len(data), 40 * nlist)  # faiss wants >= 39 training points per list
-        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(64), 64, nlist)
-        index.cp.niter = 10  # training is k-means over sample x lists: most of the index's cost at corpus size
-        index.train(data[np.random.default_rng(0).choice(len(data), train, replace=False)])
-        index.nprobe = 32
+        index = faiss.IndexBinaryMultiHash(64, HASH_BANDS, 64 // HASH_BANDS)
+        index.nflip = 1
     index.add(data)
     return index
 
