@@ -27,7 +27,7 @@ def test_planted_trimmed_noisy_copies_are_found_among_many_videos():
         seqs.append(_flip(seqs[i * 30][cut:], rng, 5))
         planted[(i * 30, len(seqs) - 1)] = cut
     sigs = dd.Signatures.from_sequences(seqs)
-    assert len(sigs.codes) > dd.EXACT_INDEX_LIMIT  # the IVF path
+    assert len(sigs.codes) > dd.EXACT_INDEX_LIMIT  # the multi-index hashing path
     found = {}
     for (a, b), offsets in dd.candidate_pairs(sigs, radius=12).items():
         m = dd.best_alignment(sigs.of(a), sigs.of(b), 0.6, offsets[:3])
