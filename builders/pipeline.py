@@ -184,7 +184,7 @@ def _build(
 
         with timer("dedup"):
             clip_cols = pq.read_table(staged, columns=["clip_id", "video_id", "start_s", "end_s", "sha256", "phash"])
-            dd = dedup(videos.to_pylist(), clip_cols.to_pylist(), manifest.dedup)
+            dd = dedup(videos, clip_cols, manifest.dedup)
             del clip_cols
         write_rows(out, "dedup", dd.rows, sort_by=["level", "cluster_id", "member_id"])
 
