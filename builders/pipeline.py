@@ -92,14 +92,16 @@ class VideoStages:
 # ---------------------------------------------------------------------------------------------------- build
 
 
-def _setup_logging(out: Path) -> logging.Handler:
+def _setup_logging(out: Path) -> tuple[logging.Handler, int]:
+    """Log the build to ``<out>/logs/build.log``; returns the handler and the root level to restore."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "logs" / "build.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    return handler
+    return handler, level
 
 
 def build(
@@ -137,7 +139,7 @@ def _build(
     stages: VideoStages,
 ) -> BuildSummary:
     out = bd.path
-    handler = _setup_logging(out)
+    handler, level = _setup_logging(out)
     own_executor = executor is None
     executor = executor or LocalExecutor(workers, show_progress=show_progress)
     executor.retry_errors = retry_errors
@@ -226,6 +228,7 @@ def _build(
         if own_executor:
             executor.close()
         logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
         handler.close()
 
 
