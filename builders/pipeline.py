@@ -92,14 +92,16 @@ class VideoStages:
 # ---------------------------------------------------------------------------------------------------- build
 
 
-def _setup_logging(out: Path) -> logging.Handler:
+def _setup_logging(out: Path) -> tuple[logging.Handler, int]:
+    """Log the build to ``<out>/logs/build.log``; returns the handler and the root level to restore."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "logs" / "build.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    return handler
+    return handler, level
 
 
 def build(
@@ -137,7 +139,7 @@ def _build(
     stages: VideoStages,
 ) -> BuildSummary:
     out = bd.path
-    handler = _setup_logging(out)
+    handler, level = _setup_logging(out)
     own_executor = executor is None
     executor = executor or LocalExecutor(workers, show_progress=show_progress)
     executor.retry_errors = retry_errors
@@ -184,7 +186,7 @@ def _build(
 
         with timer("dedup"):
             clip_cols = pq.read_table(staged, columns=["clip_id", "video_id", "start_s", "end_s", "sha256", "phash"])
-            dd = dedup(videos.to_pylist(), clip_cols.to_pylist(), manifest.dedup)
+            dd = dedup(videos, clip_cols, manifest.dedup)
             del clip_cols
         write_rows(out, "dedup", dd.rows, sort_by=["level", "cluster_id", "member_id"])
 
@@ -226,6 +228,7 @@ def _build(
         if own_executor:
             executor.close()
         logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
         handler.close()
 
 
