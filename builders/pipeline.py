@@ -1,14 +1,18 @@
-"""A corpus build, end to end: plan → fetch → probe → clip → dedup → split → shard → catalog.
+"""A corpus build, end to end: plan → annotate → fetch → probe → clip → dedup → split → shard → catalog.
 
-Per-video stages (fetch, probe, clip) run on the executor and are resumable unit by unit; the global stages
-(dedup, split, shard, catalog) are cheap and recomputed from the per-video results, writing every table
-atomically. Re-running the same command after an interruption (Ctrl-C, kill -9) redoes only unfinished or
-changed work and yields the same tables and byte-identical shards.
+The unit stages (annotate per source; fetch, probe, clip per video; shard per shard) run on the executor and are
+resumable unit by unit; each unit writes its rows as Parquet parts (``corpus.parts``), and the driver merges
+tables from the parts by streaming, never holding a table: dedup and split read only the columns they need, and
+the clips are streamed once to mark splits and duplicates and to plan the shards. The global stages are
+recomputed from the unit results on every run, writing every table atomically. Re-running the same command after
+an interruption (Ctrl-C, kill -9) redoes only unfinished or changed work and yields the same tables and
+byte-identical shards.
 
 Files written under the build dir: ``tables/{sources,planned_out,segments,frame_labels,fetch,probe,videos,clips,
 dedup,errors,shards}.parquet``, ``clips/``, ``shards/<split>/*.tar``, ``catalog.duckdb``, ``build.lock``,
-``logs/build.log``, ``_state/``. ``planned_out`` lists the listed videos not planned because another source
-holds them or they are benchmark val/test videos, so nothing a manifest lists disappears without a row.
+``logs/build.log``, ``_state/`` (markers), ``_parts/`` (the units' rows and the shard plans). ``planned_out``
+lists the listed videos not planned because another source holds them or they are benchmark val/test videos, so
+nothing a manifest lists disappears without a row.
 """
 
 from __future__ import annotations
