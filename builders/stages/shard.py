@@ -139,7 +139,6 @@ class ShardPlanner:
         self.build_dir, self.folder, self.prefix = Path(build_dir), folder, prefix
         self.max_samples, self.max_bytes = max_samples, max_bytes
         self.units: list[dict] = []
-        self.samples = 0
         self._rows: list[dict] = []
         self._bytes = 0
         self._digest = hashlib.sha256()
@@ -168,7 +167,6 @@ class ShardPlanner:
         )
         self._bytes += nbytes
         self._digest.update((sample.key + sample.fingerprint).encode())
-        self.samples += 1
         return self.current
 
     def _close(self) -> None:
